@@ -1,0 +1,577 @@
+"""Machinery shared by the partial-label estimators: a scikit-learn classifier
+on top of skorch's ``NeuralNet`` (callbacks, history, checkpoints), with input
+adapters, candidate-set validation, backbones, batched augmentation and
+prediction. Subclasses write only their training epoch."""
+
+import copy
+import inspect
+import os
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog, ProgressBar
+from sklearn.base import ClassifierMixin
+from sklearn.utils import check_random_state
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import assert_all_finite, column_or_1d
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import validate_data
+from torch import nn
+
+from ._augment import PerSample, channel_stats, make_augmenters
+from ._backbones import default_encoder
+from ._callbacks import CosineLR
+from ._candidates import check_candidates
+from ._inputs import AnnotatedImages, InputData, TensorData, _is_pil_image, as_input_data
+from .metrics import covering_rate
+
+__all__ = ["PartialLabelNet"]
+
+
+def _resolve_device(device):
+    if device == "auto" or device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def _is_array_like_matrix(X):
+    """True for inputs that scikit-learn's validation should see: numeric
+    array-likes that are not images, paths, PIL images or torch objects."""
+    if isinstance(X, (torch.Tensor, torch.utils.data.Dataset, InputData, AnnotatedImages)):
+        return False
+    if hasattr(X, "tocsr") or hasattr(X, "iloc") or isinstance(X, np.ndarray):
+        return np.ndim(X) == 2 if not hasattr(X, "tocsr") else True
+    if isinstance(X, (list, tuple)) and len(X) and isinstance(X[0], (list, tuple, np.ndarray)):
+        return np.ndim(X[0]) == 1
+    return False
+
+
+def _is_list_of_sets(y):
+    return isinstance(y, (list, tuple)) and len(y) > 0 \
+        and isinstance(y[0], (set, frozenset, list, tuple))
+
+
+def _check_targets(y):
+    """scikit-learn's checks of numeric targets: finite values, a column
+    vector read as labels, no continuous labels."""
+    if _is_list_of_sets(y):
+        return y
+    y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+    if y.dtype.kind in "fc":
+        assert_all_finite(y, input_name="y")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = column_or_1d(y, warn=True)
+    if y.ndim == 1:
+        check_classification_targets(y)
+    return y
+
+
+def reset_parameters(module):
+    """Re-draw every parameter of ``module`` that knows how to."""
+    for sub in module.modules():
+        if hasattr(sub, "reset_parameters"):
+            sub.reset_parameters()
+    return module
+
+
+@dataclass
+class FitContext:
+    """What one call of ``fit`` works with; never stored on the estimator
+    (it holds the training data and unpicklable generators)."""
+
+    data: InputData
+    Y: torch.Tensor                # (n, C) float candidate matrix on the device
+    device: torch.device
+    generator: torch.Generator    # CPU generator for every torch draw
+    rng: np.random.RandomState     # numpy draws (orders, mixtures)
+    augmenters: dict
+    valid_data: InputData = None
+    valid_Y: np.ndarray = None
+    extra: dict = field(default_factory=dict)
+    _device_images: torch.Tensor = None
+
+    def batch(self, indices):
+        """Inputs of the given training rows, on the device."""
+        if self._device_images is not None:
+            return self._device_images[torch.as_tensor(indices, device=self.device)]
+        return self.data.get_batch(np.asarray(indices)).to(self.device, non_blocking=True)
+
+    def augment(self, kind, x):
+        return self.augmenters[kind](x, self.generator)
+
+
+class PartialLabelNet(ClassifierMixin, NeuralNet):
+    """Base of the partial-label estimators (not public).
+
+    Subclasses define their constructor (every parameter explicit), the
+    networks (:meth:`build_networks`), the networks used at inference
+    (:meth:`inference_networks`) and one training epoch (:meth:`run_epoch`).
+    """
+
+    # skorch internals that these estimators do not expose as parameters:
+    # data loading, criterion and compilation are handled here.
+    prefixes_ = ["callbacks"]
+    compile = False
+    use_caching = False
+    criterion = None
+    torch_load_kwargs = None
+
+    # ------------------------------------------------------------------ init
+    def _finish_init(self, kwargs):
+        """skorch's bookkeeping of ``NeuralNet.__init__`` for the ``**kwargs``
+        (``module__*``, ``optimizer__*``, ``callbacks__*``) that it routes."""
+        history = kwargs.pop("history", None)
+        initialized = kwargs.pop("initialized_", False)
+        virtual_params = kwargs.pop("virtual_params_", dict())
+        kwargs.pop("_params_to_validate", None)
+        self._params_to_validate = set(kwargs.keys())
+        vars(self).update(kwargs)
+        self.history_ = history
+        self.initialized_ = initialized
+        self.virtual_params_ = virtual_params
+
+    def _get_param_names(self):
+        return [k for k in self.__dict__
+                if not k.endswith("_") and not k.startswith("_")]
+
+    __repr__ = ClassifierMixin.__repr__
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+    # --------------------------------------------------------- subclass API
+    def build_networks(self, encoder_factory):
+        """Return ``{attribute name without '_': nn.Module}``; the first
+        entries named ``module``, ``module2``, ... get an optimizer each."""
+        raise NotImplementedError
+
+    def inference_networks(self):
+        """The networks whose mean logits make a prediction."""
+        raise NotImplementedError
+
+    def run_epoch(self, epoch, ctx):
+        """Train one epoch; return ``{term name: mean value}``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------- skorch plumbing
+    @property
+    def _default_callbacks(self):
+        callbacks = [
+            ("epoch_timer", EpochTimer()),
+            ("lr_schedule", CosineLR()),
+            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
+            ("print_log", PrintLog()),
+        ]
+        if self.verbose and self.verbose > 1:
+            callbacks.append(("progress_bar", ProgressBar()))
+        return callbacks
+
+    def initialize(self):
+        """Create callbacks, networks, optimizers and history."""
+        self._initialize_virtual_params()
+        self._initialize_callbacks()
+        with self._current_init_context("module"):
+            self.initialize_module()
+        with self._current_init_context("optimizer"):
+            self.initialize_optimizer()
+        self._initialize_history()
+        self._validate_params()
+        self.initialized_ = True
+        return self
+
+    def initialize_module(self):
+        seeds = check_random_state(self._fit_seed("modules")).randint(2**31 - 1, size=16)
+        sample_shape = self.sample_shape_
+        counter = iter(seeds)
+
+        def encoder_factory():
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(next(counter)))
+                return self._make_encoder(sample_shape)
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seeds[-1]))
+            networks = self.build_networks(encoder_factory)
+        for name, module in networks.items():
+            setattr(self, name + "_", module.to(self.device_))
+        return self
+
+    def _make_encoder(self, sample_shape):
+        kwargs = self.get_params_for("module")
+        if self.module is None:
+            cls, default_kwargs = default_encoder(sample_shape)
+            return cls(**{**default_kwargs, **kwargs})
+        if isinstance(self.module, nn.Module):
+            return reset_parameters(copy.deepcopy(self.module))
+        return self.module(**kwargs)
+
+    def network_names(self):
+        return [name for name in self._modules if name.startswith("module")]
+
+    def initialize_optimizer(self):
+        for i, name in enumerate(self.network_names()):
+            module = getattr(self, name + "_")
+            params = [p for p in module.parameters() if p.requires_grad]
+            kwargs = {"lr": self.lr, **self.get_params_for("optimizer")}
+            accepted = inspect.signature(self.optimizer).parameters
+            for key in ("momentum", "weight_decay"):
+                if key in accepted and key not in kwargs:
+                    kwargs[key] = getattr(self, key)
+            suffix = "" if i == 0 else str(i + 1)
+            setattr(self, "optimizer" + suffix + "_", self.optimizer(params, **kwargs))
+        return self
+
+    # ------------------------------------------------------------ validation
+    def _fit_seed(self, purpose):
+        """A seed for one purpose of this fit, derived from ``random_state``."""
+        return (self._seed_ + zlib.crc32(purpose.encode())) % (2**31 - 1)
+
+    def _check_X(self, X, reset):
+        if isinstance(X, (np.ndarray, list, tuple)) and np.ndim(X) == 1 \
+                and not isinstance(X[0] if len(X) else None, (str, os.PathLike)) \
+                and not _is_pil_image(X[0] if len(X) else None):
+            raise ValueError(
+                f"Expected 2D array, got 1D array instead: array of shape {np.shape(X)}. "
+                "Reshape your data either using array.reshape(-1, 1) if your data has a "
+                "single feature or array.reshape(1, -1) if it contains a single sample.")
+        if _is_array_like_matrix(X):
+            X = validate_data(self, X, reset=reset, dtype=np.float32)
+            data = as_input_data(X)
+        else:
+            data = as_input_data(X)
+            if data.kind == "features":
+                if reset:
+                    self.n_features_in_ = data.sample_shape[0]
+                elif data.sample_shape[0] != self.n_features_in_:
+                    raise ValueError(
+                        f"X has {data.sample_shape[0]} features, but {type(self).__name__} "
+                        f"is expecting {self.n_features_in_} features as input.")
+        if not reset and tuple(data.sample_shape) != tuple(self.sample_shape_):
+            raise ValueError(
+                f"Samples of X have shape {tuple(data.sample_shape)}, but the model was "
+                f"fitted on samples of shape {tuple(self.sample_shape_)}.")
+        return data
+
+    def _check_training_data(self, X, y, reset=True):
+        classes = None if reset else self.classes_
+        if isinstance(X, AnnotatedImages):
+            classes = X.classes if classes is None else classes
+            if y is None:
+                y = X.candidates
+            X = X.images
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None. "
+                "Pass candidate sets (an (n, C) 0/1 matrix, 1-D labels or a list of sets "
+                "of class names), or the output of VLMPartialAnnotator.transform as X.")
+        y = _check_targets(y)
+        if reset and classes is not None and np.ndim(y) == 1 and not _is_list_of_sets(y):
+            # labels given next to an annotation: keep its class names when they fit
+            classes = classes if np.isin(np.asarray(y), classes).all() else None
+        if reset:
+            for attr in ("n_features_in_", "feature_names_in_"):
+                if hasattr(self, attr):
+                    delattr(self, attr)
+        data = self._check_X(X, reset=reset)
+        if len(data) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 samples to train (batch norm and "
+                f"the mixture split need more than one); got {len(data)} sample.")
+        Y, classes = check_candidates(y, n_samples=len(data), classes=classes)
+        return data, Y, classes
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, X, y=None):
+        """Fit both the networks from candidate sets.
+
+        Parameters
+        ----------
+        X : array-like, list of images or paths, torch Dataset, or AnnotatedImages
+            Training inputs; images of shape (n, H, W), (n, H, W, C) or
+            (n, C, H, W), a feature matrix (n, d), or the annotator's output
+            (which also carries the candidate sets and class names).
+        y : array-like of shape (n, C) or (n,), list of sets, or None
+            Candidate matrix (0/1), labels (singleton sets) or sets of class
+            names; None when ``X`` carries the candidates.
+
+        Returns
+        -------
+        self
+        """
+        if not self.warm_start or not self.initialized_:
+            self._pending_fit = self._prepare_fit(X, y)
+            self.initialize()
+        return self.partial_fit(X, y)
+
+    def partial_fit(self, X, y=None, classes=None):
+        """Continue training up to ``max_epochs`` epochs in total (counted
+        over the history), e.g. after loading a checkpoint or raising
+        ``max_epochs``; fits from scratch when not yet initialized.
+
+        Parameters
+        ----------
+        X, y : as in :meth:`fit`
+        classes : ignored
+            Present for scikit-learn's API; classes come from ``y``.
+
+        Returns
+        -------
+        self
+        """
+        if not self.initialized_:
+            return self.fit(X, y)
+        self.notify("on_train_begin", X=X, y=y)
+        self.fit_loop(X, y)
+        self.notify("on_train_end", X=X, y=y)
+        return self
+
+    def _prepare_fit(self, X, y):
+        data, Y, classes = self._check_training_data(X, y)
+        self.classes_ = classes
+        self.n_classes_ = len(classes)
+        self.sample_shape_ = tuple(data.sample_shape)
+        self.device_ = _resolve_device(self.device)
+        self._seed_ = int(check_random_state(self.random_state).randint(2**31 - 1))
+        self.n_train_samples_ = len(data)
+        mean, std = channel_stats(self._stat_batches(data))
+        self.input_mean_, self.input_std_ = mean, std
+        return data, Y
+
+    @staticmethod
+    def _stat_batches(data, max_samples=20_000, batch_size=1024):
+        """Batches for the normalisation statistics: every sample, or a
+        fixed-seed random subset of large (e.g. lazily read) data."""
+        rows = np.arange(len(data))
+        if len(rows) > max_samples:
+            rows = np.sort(np.random.RandomState(0).choice(rows, max_samples, replace=False))
+        return (data.get_batch(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size))
+
+    def _make_context(self, X, y):
+        pending = self.__dict__.pop("_pending_fit", None)
+        if pending is None:
+            pending = self._check_training_data(X, y, reset=False)[:2]
+        data, Y = pending
+        if len(data) != self.n_train_samples_:
+            raise ValueError(
+                f"warm_start continues a fit on {self.n_train_samples_} samples; got "
+                f"{len(data)}. Refit with warm_start=False to train on other data.")
+        device = torch.device(self.device_)
+        generator = torch.Generator().manual_seed(self._fit_seed(f"torch{len(self.history)}"))
+        rng = np.random.RandomState(self._fit_seed(f"numpy{len(self.history)}"))
+        ctx = FitContext(data=data, Y=torch.as_tensor(Y, dtype=torch.float32, device=device),
+                         device=device, generator=generator, rng=rng,
+                         augmenters=self._augmenters())
+        if self.validation_fraction:
+            n_valid = int(round(self.validation_fraction * len(data)))
+            if not 0 < n_valid < len(data):
+                raise ValueError(
+                    f"validation_fraction={self.validation_fraction} leaves no sample for "
+                    f"training or validation with {len(data)} samples.")
+            order = np.random.RandomState(self._fit_seed("validation")).permutation(len(data))
+            ctx.valid_data = _Subset(data, order[:n_valid])
+            ctx.valid_Y = Y[order[:n_valid]]
+            ctx.extra["train_rows"] = np.sort(order[n_valid:])
+        if isinstance(data, TensorData) and device.type == "cuda":
+            ctx._device_images = data.data.to(device)
+        return ctx
+
+    def _augmenters(self):
+        augmenters = make_augmenters(self.sample_shape_, mean=self.input_mean_,
+                                     std=self.input_std_, flip=self.flip,
+                                     padding=self.padding)
+        for kind, user in (("weak", self.weak_augment), ("strong", self.strong_augment)):
+            if user is not None:
+                augmenters[kind] = PerSample(user, mean=self.input_mean_, std=self.input_std_)
+        return augmenters
+
+    def training_rows(self, ctx):
+        """Indices of the rows that train (all, less any validation hold-out)."""
+        rows = ctx.extra.get("train_rows")
+        return np.arange(len(ctx.data)) if rows is None else rows
+
+    def fit_loop(self, X, y=None, epochs=None):
+        ctx = self._make_context(X, y)
+        start = len(self.history)
+        stop = self.max_epochs if epochs is None else start + epochs
+        try:
+            for epoch in range(start, stop):
+                self.notify("on_epoch_begin", dataset_train=ctx.data,
+                            dataset_valid=ctx.valid_data)
+                terms = self.run_epoch(epoch, ctx)
+                for name, value in terms.items():
+                    self.history.record(name, value)
+                if ctx.valid_data is not None:
+                    pred = self._predict_indices(ctx.valid_data)
+                    self.history.record("valid_covering_rate",
+                                        covering_rate(ctx.valid_Y, pred))
+                self.notify("on_epoch_end", dataset_train=ctx.data,
+                            dataset_valid=ctx.valid_data)
+        except KeyboardInterrupt:  # skorch's EarlyStopping, or the user
+            pass
+        self.after_fit(ctx)
+        return self
+
+    def after_fit(self, ctx):
+        """Hook for fitted attributes derived at the end of training."""
+
+    # ------------------------------------------------------- training utils
+    def record_batch(self, loss, batch_size):
+        """Report one optimisation step to skorch (progress bar, train_loss)."""
+        self.notify("on_batch_begin", batch=None, training=True)
+        self.history.record_batch("train_loss", float(loss.detach()))
+        self.history.record_batch("train_batch_size", int(batch_size))
+        self.notify("on_batch_end", batch=None, training=True)
+
+    @staticmethod
+    def check_finite(epoch, terms, where=""):
+        """Raise ``FloatingPointError`` naming the epoch and the first term
+        that is NaN or infinite."""
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float32).detach().cpu()
+                              for v in terms.values()])
+        if bool(torch.isfinite(values).all()):
+            return
+        for (name, value), v in zip(terms.items(), values):
+            if not torch.isfinite(v):
+                raise FloatingPointError(
+                    f"Training diverged at epoch {epoch}{where}: the loss term '{name}' is "
+                    f"{float(v)}. Lower lr, check the inputs for extreme values, or "
+                    "normalise features.")
+
+    def shuffled_batches(self, rows, batch_size, ctx):
+        """Consecutive chunks of a random permutation of ``rows``."""
+        rows = np.asarray(rows)[ctx.rng.permutation(len(rows))]
+        chunks = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+        if len(chunks) > 1 and len(chunks[-1]) == 1:
+            # batch norm cannot train on a single sample
+            chunks[-2:] = [np.concatenate(chunks[-2:])]
+        return chunks
+
+    # ------------------------------------------------------------ inference
+    def _predict_logits(self, data):
+        networks = self.inference_networks()
+        for network in networks:
+            network.eval()
+        test = make_augmenters(self.sample_shape_, mean=self.input_mean_,
+                               std=self.input_std_)["test"]
+        device = torch.device(self.device_)
+        batch_size = 2 * self.batch_size
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(data), batch_size):
+                idx = np.arange(start, min(start + batch_size, len(data)))
+                x = test(data.get_batch(idx).to(device), None)
+                logits = torch.stack([net(x) for net in networks]).mean(0)
+                out.append(logits.float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.n_classes_)
+
+    def _predict_indices(self, data):
+        return self._predict_logits(data).argmax(1).numpy()
+
+    def _check_predict_X(self, X):
+        if not hasattr(self, "classes_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator.")
+        if isinstance(X, AnnotatedImages):
+            X = X.images
+        return self._check_X(X, reset=False)
+
+    def predict_proba(self, X):
+        """Class probabilities: softmax of the networks' mean logits.
+
+        Parameters
+        ----------
+        X : array-like or images, as in :meth:`fit`
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns follow ``classes_``.
+        """
+        logits = self._predict_logits(self._check_predict_X(X))
+        return torch.softmax(logits, dim=1).numpy()
+
+    def predict(self, X):
+        """Predicted labels from ``classes_`` (class names when known).
+
+        Parameters
+        ----------
+        X : array-like or images, as in :meth:`fit`
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        data = self._check_predict_X(X)
+        return self.classes_[self._predict_indices(data)]
+
+    def score(self, X, y=None, sample_weight=None):
+        """Accuracy for 1-D labels; covering rate for candidate sets.
+
+        With ``y=None`` and ``X`` the annotator's output, the covering rate
+        against the annotator's candidate sets: model selection without any
+        true label.
+
+        Parameters
+        ----------
+        X : array-like, images or AnnotatedImages
+        y : array-like of shape (n,) or (n, C), list of sets, or None
+        sample_weight : array-like of shape (n,), default=None
+            Used with 1-D labels.
+
+        Returns
+        -------
+        score : float
+        """
+        if y is None:
+            if not isinstance(X, AnnotatedImages):
+                raise ValueError(
+                    "score needs y (labels or candidate sets) unless X is the output of "
+                    "VLMPartialAnnotator.transform, which carries candidate sets.")
+            y = X.candidates
+        is_sets = np.ndim(y) == 2 or (len(y) and isinstance(y[0], (set, frozenset, list, tuple)))
+        if not is_sets:
+            return super().score(X, y, sample_weight=sample_weight)
+        Y, _ = check_candidates(y, classes=self.classes_)
+        pred = self._predict_indices(self._check_predict_X(X))
+        return covering_rate(Y, pred)
+
+    # ------------------------------------------------- checkpoints, pickling
+    def load_params(self, *args, **kwargs):
+        """skorch's ``load_params``, mapping onto the device this estimator
+        resolved (``device="auto"`` is not a torch device)."""
+        requested = self.device
+        self.device = getattr(self, "device_", None) or _resolve_device(requested)
+        try:
+            return super().load_params(*args, **kwargs)
+        finally:
+            self.device = requested
+
+    def __setstate__(self, state):
+        requested = state.get("device")
+        state["device"] = state.get("device_", "cpu")
+        super().__setstate__(state)
+        self.device_ = str(self.device)
+        self.device = requested
+
+
+class _Subset(InputData):
+    """Rows of another input, read through it."""
+
+    def __init__(self, data, rows):
+        self.base, self.rows = data, np.asarray(rows)
+        self.kind, self.sample_shape, self.dtype = data.kind, data.sample_shape, data.dtype
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.base[int(self.rows[i])]
+
+    def get_batch(self, indices):
+        return self.base.get_batch(self.rows[np.asarray(indices)])

@@ -1,0 +1,489 @@
+"""CoRegClassifier: Co-Reg (Wang et al., AAAI 2025) as a scikit-learn
+classifier on skorch."""
+
+import itertools
+import warnings
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from torch.nn import functional as F
+
+from . import _disambiguation as dis
+from ._base import PartialLabelNet
+from ._division import trust_probabilities
+from ._nets import CoRegNetwork, CoRegState
+
+__all__ = ["CoRegClassifier"]
+
+
+class CoRegClassifier(PartialLabelNet):
+    """Co-Reg: learn a classifier from noisy partial labels.
+
+    Two networks of the same architecture purify each other's labels. Each
+    epoch after warm-up, each network splits the training set with a
+    Gaussian mixture on its per-sample losses into a trusted partial-label
+    split and an unlabeled split; each network then trains on its partner's
+    split with co-pseudo-labels, MixUp, prototypes in label space and a noisy
+    supervised contrastive loss in feature space. Prediction sums both
+    networks' logits. Built on skorch's ``NeuralNet``: callbacks, ``history``,
+    checkpoints and ``module__*`` parameters work as in skorch.
+
+    Parameters
+    ----------
+    module : None, nn.Module class or instance, default=None
+        The encoder (backbone) of both networks, returning ``(batch, d)``
+        features. None chooses one from the input: an MLP for feature
+        vectors, a small CNN for images under 32 px, PreAct ResNet-18 from
+        32 px. Its constructor arguments are set with ``module__<name>``.
+    max_epochs : int, default=100
+        Number of epochs (the reference uses 800 on CIFAR, 100 elsewhere).
+    warmup_epochs : int, default=50
+        Epochs of partial cross-entropy warm-up, each network on its own.
+    batch_size : int, default=256
+        Labeled (and unlabeled) batch size B; warm-up batches hold 2B.
+    lr : float, default=0.01
+        Initial SGD learning rate of each network.
+    momentum : float, default=0.9
+        SGD momentum.
+    weight_decay : float, default=5e-4
+        SGD weight decay.
+    optimizer : torch optimizer class, default=torch.optim.SGD
+        One instance per network; extra arguments with ``optimizer__<name>``.
+    cosine_epochs : int or None, default=None
+        Period E_cos of the cosine schedule; None uses ``max_epochs`` (the
+        reference hard-codes 800).
+    sharpen_temperature : float, default=0.5
+        Temperature T of pseudo-label sharpening.
+    mixup_alpha : float, default=4.0
+        MixUp weight lambda ~ Beta(alpha, alpha), then max(lambda, 1 - lambda).
+    lambda_u : float, default=1.0
+        Weight of the unlabeled consistency term (and of the unlabeled rows
+        of the prototype loss).
+    rampup_length : int, default=16
+        Epochs over which the unlabeled term ramps up after warm-up.
+    p_threshold : float, default=0.5
+        Trust probability above which a sample joins the trusted split.
+    loss_history : int, default=5
+        Number of epochs of division losses averaged before the mixture fit.
+    class_prior : None, "candidates" or array-like of shape (n_classes,), default=None
+        Prior pi of distribution alignment: uniform (None), estimated from
+        the candidate sets ("candidates": each sample spreads unit mass over
+        its set), or given.
+    proj_dim : int, default=128
+        Width of the projection head's output.
+    queue_size : int, default=8192
+        Capacity of each network's key queue.
+    key_momentum : float, default=0.999
+        EMA factor m of the momentum encoder.
+    prototype_momentum : float, default=0.999
+        EMA factor gamma of the prototypes.
+    prototype_temperature : float, default=0.3
+        Temperature of the prototype softmax.
+    contrastive_temperature : float, default=0.07
+        Temperature tau of the contrastive loss.
+    start_contrastive : int, default=10
+        The prototype and contrastive terms switch on after epoch
+        ``warmup_epochs + start_contrastive``.
+    lambda_prototype : float, default=0.1
+        Weight of the prototype loss.
+    lambda_contrastive : float, default=0.1
+        Weight of the contrastive loss.
+    use_co_pseudo_labels : bool, default=True
+        Ablation switch: False restricts a network's own aligned prediction
+        to the candidates instead of its partner's.
+    use_prototypes : bool, default=True
+        Ablation switch for the prototype term.
+    use_contrastive : bool, default=True
+        Ablation switch for the contrastive term (and its key encoder and
+        queue work).
+    use_unlabeled : bool, default=True
+        Ablation switch: False discards the unlabeled split instead of
+        training on it without labels.
+    flip : bool, default=True
+        Random horizontal flips in the augmentations (turn off for digits,
+        signs and text).
+    padding : int or None, default=None
+        Padding of the random crop; None: 4 px at 32 px, scaled with size.
+    weak_augment, strong_augment : callable or None, default=None
+        Your own per-sample transforms (e.g. ``torchvision.transforms.v2``)
+        on one ``(C, H, W)`` tensor in [0, 1] (uint8 input is converted), in
+        place of the built-in weak and strong augmentations.
+    predict_networks : {"both", "first"}, default="both"
+        "first" predicts with network A alone, for half the inference cost.
+    validation_fraction : float or None, default=None
+        Hold out this fraction of the training samples and record the
+        covering rate of predictions on them as ``valid_covering_rate`` each
+        epoch (for skorch's ``EarlyStopping`` and ``Checkpoint``).
+    callbacks : list of (name, skorch callback) or None, default=None
+        Extra skorch callbacks (checkpoint, early stopping, ...).
+    verbose : int, default=0
+        1 prints a line per epoch, 2 adds a progress bar.
+    device : str, default="auto"
+        "auto" uses CUDA when available.
+    random_state : int, RandomState instance or None, default=None
+        Seeds every random draw of a fit: initialisation, data order,
+        augmentation, MixUp and the mixtures.
+    warm_start : bool, default=False
+        Continue from the current state (e.g. after a skorch
+        ``LoadInitState``) instead of re-initialising.
+    **kwargs
+        ``module__*``, ``optimizer__*`` and ``callbacks__*`` parameters.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels (names when known).
+    n_classes_ : int
+    module_, module2_ : CoRegNetwork
+        Networks A and B (encoder, heads, momentum copy, queue, memory).
+    coreg_state_ : CoRegState
+        Shared prototypes and division loss histories.
+    history_ : skorch History
+        Per epoch: ``loss_pce``, ``loss_ne`` (warm-up), ``loss_x``,
+        ``loss_u``, ``loss_prototype``, ``loss_contrastive``, ``train_loss``,
+        ``n_trusted_a``, ``n_trusted_b``, ``noise_rate`` (estimated fraction
+        outside the trusted splits), ``lr``, ``dur`` (seconds).
+    trust_ : ndarray of shape (2, n_samples) or None
+        Trust probability of every training sample from the last division
+        (row 0: network A, row 1: network B); None before any division.
+    label_distribution_ : ndarray of shape (n_samples, n_classes)
+        Disambiguated label distribution of every training sample.
+    n_features_in_ : int
+        Only for feature-vector inputs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_npll import CoRegClassifier, make_partial_labels
+    >>> rng = np.random.RandomState(0)
+    >>> X = np.r_[rng.normal(-2, 1, (60, 4)), rng.normal(2, 1, (60, 4))].astype("float32")
+    >>> y = np.r_[np.zeros(60, int), np.ones(60, int)]
+    >>> Y = make_partial_labels(y, partial_rate=0.3, noise_rate=0.1, random_state=0)
+    >>> clf = CoRegClassifier(max_epochs=4, warmup_epochs=2, batch_size=32,
+    ...                       random_state=0).fit(X, Y)
+    >>> clf.predict(X[:3]).shape
+    (3,)
+    """
+
+    def __init__(
+        self,
+        module=None,
+        *,
+        max_epochs=100,
+        warmup_epochs=50,
+        batch_size=256,
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=5e-4,
+        optimizer=torch.optim.SGD,
+        cosine_epochs=None,
+        sharpen_temperature=0.5,
+        mixup_alpha=4.0,
+        lambda_u=1.0,
+        rampup_length=16,
+        p_threshold=0.5,
+        loss_history=5,
+        class_prior=None,
+        proj_dim=128,
+        queue_size=8192,
+        key_momentum=0.999,
+        prototype_momentum=0.999,
+        prototype_temperature=0.3,
+        contrastive_temperature=0.07,
+        start_contrastive=10,
+        lambda_prototype=0.1,
+        lambda_contrastive=0.1,
+        use_co_pseudo_labels=True,
+        use_prototypes=True,
+        use_contrastive=True,
+        use_unlabeled=True,
+        flip=True,
+        padding=None,
+        weak_augment=None,
+        strong_augment=None,
+        predict_networks="both",
+        validation_fraction=None,
+        callbacks=None,
+        verbose=0,
+        device="auto",
+        random_state=None,
+        warm_start=False,
+        **kwargs,
+    ):
+        self.module = module
+        self.max_epochs = max_epochs
+        self.warmup_epochs = warmup_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.optimizer = optimizer
+        self.cosine_epochs = cosine_epochs
+        self.sharpen_temperature = sharpen_temperature
+        self.mixup_alpha = mixup_alpha
+        self.lambda_u = lambda_u
+        self.rampup_length = rampup_length
+        self.p_threshold = p_threshold
+        self.loss_history = loss_history
+        self.class_prior = class_prior
+        self.proj_dim = proj_dim
+        self.queue_size = queue_size
+        self.key_momentum = key_momentum
+        self.prototype_momentum = prototype_momentum
+        self.prototype_temperature = prototype_temperature
+        self.contrastive_temperature = contrastive_temperature
+        self.start_contrastive = start_contrastive
+        self.lambda_prototype = lambda_prototype
+        self.lambda_contrastive = lambda_contrastive
+        self.use_co_pseudo_labels = use_co_pseudo_labels
+        self.use_prototypes = use_prototypes
+        self.use_contrastive = use_contrastive
+        self.use_unlabeled = use_unlabeled
+        self.flip = flip
+        self.padding = padding
+        self.weak_augment = weak_augment
+        self.strong_augment = strong_augment
+        self.predict_networks = predict_networks
+        self.validation_fraction = validation_fraction
+        self.callbacks = callbacks
+        self.verbose = verbose
+        self.device = device
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self._finish_init(kwargs)
+
+    # ----------------------------------------------------------- networks
+    def build_networks(self, encoder_factory):
+        n, c = self.n_train_samples_, self.n_classes_
+
+        def network():
+            return CoRegNetwork(encoder_factory(), c, self.sample_shape_, n,
+                                proj_dim=self.proj_dim, queue_size=self.queue_size)
+
+        return {"module": network(), "module2": network(),
+                "coreg_state": CoRegState(c, n, self.proj_dim, self.loss_history)}
+
+    def inference_networks(self):
+        if self.predict_networks == "first":
+            return [self.module_]
+        if self.predict_networks == "both":
+            return [self.module_, self.module2_]
+        raise ValueError(
+            f"predict_networks must be 'both' or 'first'; got {self.predict_networks!r}.")
+
+    def _pairs(self):
+        return [(self.module_, self.optimizer_), (self.module2_, self.optimizer2_)]
+
+    # ------------------------------------------------------------- epochs
+    def run_epoch(self, epoch, ctx):
+        if epoch < self.warmup_epochs:
+            return self._warmup_epoch(epoch, ctx)
+        return self._coreg_epoch(epoch, ctx)
+
+    def _warmup_epoch(self, epoch, ctx):
+        sums = {"loss_pce": 0.0, "loss_ne": 0.0}
+        steps = 0
+        for k, (net, opt) in enumerate(self._pairs()):
+            net.train()
+            for idx in self.shuffled_batches(self.training_rows(ctx), 2 * self.batch_size, ctx):
+                rows = torch.as_tensor(idx, device=ctx.device)
+                probs = torch.softmax(net(ctx.augment("strong", ctx.batch(idx))), dim=1)
+                terms = {"loss_pce": dis.partial_cross_entropy(probs, ctx.Y[rows]),
+                         "loss_ne": dis.negative_entropy(probs)}
+                loss = terms["loss_pce"] + terms["loss_ne"]
+                self.check_finite(epoch, terms, f" (warm-up, network {'AB'[k]})")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                net.memory[rows] = probs.detach().to(net.memory.dtype)
+                for name, value in terms.items():
+                    sums[name] += float(value.detach())
+                steps += 1
+                self.record_batch(loss, len(idx))
+        self.history.record("train_batch_count", steps)
+        return {name: total / max(steps, 1) for name, total in sums.items()}
+
+    def _prior(self, ctx):
+        c = self.n_classes_
+        if self.class_prior is None:
+            return None
+        if isinstance(self.class_prior, str):
+            if self.class_prior != "candidates":
+                raise ValueError(
+                    f"class_prior must be None, 'candidates' or an array of {c} "
+                    f"probabilities; got {self.class_prior!r}.")
+            Y = ctx.Y[torch.as_tensor(self.training_rows(ctx), device=ctx.device)]
+            prior = (Y / Y.sum(1, keepdim=True)).mean(0)
+        else:
+            prior = torch.as_tensor(np.asarray(self.class_prior, dtype=np.float32),
+                                    device=ctx.device)
+            if prior.shape != (c,) or bool((prior <= 0).any()):
+                raise ValueError(
+                    f"class_prior must hold {c} positive values (one per class); got "
+                    f"shape {tuple(prior.shape)}.")
+        return prior / prior.sum()
+
+    @torch.no_grad()
+    def _divide(self, k, net, ctx):
+        """One weak-view pass over the training set: trust probabilities,
+        aligned predictions and the trusted/unlabeled split of network k."""
+        net.eval()
+        rows = self.training_rows(ctx)
+        probs = []
+        for start in range(0, len(rows), 2 * self.batch_size):
+            idx = rows[start:start + 2 * self.batch_size]
+            probs.append(torch.softmax(net(ctx.augment("weak", ctx.batch(idx))), dim=1))
+        probs = torch.cat(probs)
+        rows_t = torch.as_tensor(rows, device=ctx.device)
+        net.memory[rows_t] = probs.to(net.memory.dtype)
+        q = dis.distribution_alignment(probs, net.memory[rows_t].mean(0), self._prior(ctx))
+        losses = torch.zeros(len(ctx.data), device=ctx.device)
+        losses[rows_t] = dis.minmax_normalize(dis.division_loss(q, ctx.Y[rows_t]))
+        averaged = self.coreg_state_.push_losses(k, losses)[rows_t]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            w = trust_probabilities(averaged.cpu().numpy(), random_state=ctx.rng)
+        trust = torch.zeros(len(ctx.data), device=ctx.device)
+        trust[rows_t] = torch.as_tensor(w, dtype=torch.float32, device=ctx.device)
+        aligned = torch.zeros(len(ctx.data), self.n_classes_, device=ctx.device)
+        aligned[rows_t] = q
+        trusted = w > self.p_threshold
+        return {"w": trust, "q": aligned, "probs": probs,
+                "P": rows[trusted], "U": rows[~trusted]}
+
+    def _coreg_epoch(self, epoch, ctx):
+        key_branch = self.use_contrastive and epoch >= self.warmup_epochs + self.start_contrastive
+        if key_branch:
+            for net, _ in self._pairs():
+                net.sync_key()
+        divisions = [self._divide(k, net, ctx) for k, (net, _) in enumerate(self._pairs())]
+        ctx.extra["divisions"] = divisions
+        (net_a, opt_a), (net_b, opt_b) = self._pairs()
+        sums, steps = {}, 0
+        for a, b in ((0, 1), (1, 0)):
+            (net, opt), (partner, _) = self._pairs()[a], self._pairs()[b]
+            for terms in self._train_network(epoch, net, partner, opt, divisions[b],
+                                             divisions[a], ctx, "AB"[a]):
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0.0) + value
+                steps += 1
+        self.history.record("train_batch_count", steps)
+        result = {name: total / max(steps, 1) for name, total in sums.items()}
+        n = len(self.training_rows(ctx))
+        result["n_trusted_a"] = len(divisions[0]["P"])
+        result["n_trusted_b"] = len(divisions[1]["P"])
+        result["noise_rate"] = 1.0 - (result["n_trusted_a"] + result["n_trusted_b"]) / (2 * n)
+        return result
+
+    def _cycle(self, rows, ctx):
+        """Endless stream of batches over ``rows``, reshuffled each pass."""
+        while True:
+            yield from self.shuffled_batches(rows, self.batch_size, ctx)
+
+    def _train_network(self, epoch, net, partner, opt, division, own_division, ctx, name):
+        """One pass of network ``net`` over its partner's trusted split."""
+        P, U = division["P"], division["U"]
+        if len(P) < 2:
+            warnings.warn(f"Epoch {epoch}: network {name}'s partner trusts {len(P)} "
+                          "sample(s); skipping its co-training this epoch.", RuntimeWarning)
+            return
+        use_u = self.use_unlabeled and len(U) > 1
+        warm = self.warmup_epochs
+        contrast_on = epoch > warm + self.start_contrastive
+        key_branch = self.use_contrastive and epoch >= warm + self.start_contrastive
+        num_iter = len(P) // self.batch_size + 1
+        labeled = self._cycle(P, ctx)
+        unlabeled = self._cycle(U, ctx) if use_u else None
+        r_source = division["q"] if self.use_co_pseudo_labels else own_division["q"]
+        net.train()
+        partner.eval()
+        state = self.coreg_state_
+        T = self.sharpen_temperature
+        for it in range(num_iter):
+            ix = next(labeled)
+            rows = torch.as_tensor(ix, device=ctx.device)
+            x = ctx.batch(ix)
+            xw1, xw2 = ctx.augment("weak", x), ctx.augment("weak", x)
+            xs1, xs2 = ctx.augment("strong", x), ctx.augment("strong", x)
+            with torch.no_grad():
+                logits_w1, z_w1 = net(xw1, return_features=True)
+                p_mean = (torch.softmax(logits_w1, 1) + torch.softmax(net(xw2), 1)) / 2
+                tx = dis.co_pseudo_labels(ctx.Y[rows], r_source[rows], p_mean,
+                                          division["w"][rows])
+                tx = dis.sharpen(tx, T)
+            nx = len(ix)
+            views, targets = [xs1, xs2], [tx, tx]
+            if use_u:
+                u = ctx.batch(next(unlabeled))
+                uw1, uw2 = ctx.augment("weak", u), ctx.augment("weak", u)
+                us1, us2 = ctx.augment("strong", u), ctx.augment("strong", u)
+                with torch.no_grad():
+                    # The partner is in eval mode, so one pass over both views
+                    # gives exactly what two passes would.
+                    pb1, pb2 = torch.softmax(partner(torch.cat([uw1, uw2])), 1).chunk(2)
+                    tu = dis.unlabeled_targets(torch.softmax(net(uw1), 1),
+                                               torch.softmax(net(uw2), 1), pb1, pb2)
+                    tu = dis.sharpen(tu, T)
+                views += [us1, us2]
+                targets += [tu, tu]
+            inputs, all_targets = torch.cat(views), torch.cat(targets)
+            lam = dis.sample_mixup_lambda(self.mixup_alpha, ctx.generator)
+            perm = torch.randperm(len(inputs), generator=ctx.generator).to(ctx.device)
+            mixed_x, mixed_t = dis.mixup(inputs, all_targets, lam, perm)
+            logits, z_mixed = net(mixed_x, return_features=True)
+            terms = {"loss_x": dis.mixed_cross_entropy(logits[:2 * nx], mixed_t[:2 * nx])}
+            loss = terms["loss_x"]
+            if use_u:
+                terms["loss_u"] = dis.mixed_mse(logits[2 * nx:], mixed_t[2 * nx:])
+                ramp = dis.rampup(epoch, it, num_iter, warm, self.rampup_length)
+                loss = loss + self.lambda_u * ramp * terms["loss_u"]
+            if self.use_prototypes:
+                state.prototypes.copy_(dis.update_prototypes(
+                    state.prototypes, z_w1, tx.argmax(1), self.prototype_momentum))
+                if contrast_on:
+                    s = dis.prototype_probs(z_mixed, state.prototypes,
+                                            self.prototype_temperature)
+                    terms["loss_prototype"] = dis.prototype_loss(
+                        s, all_targets, all_targets[perm], lam, 2 * nx, self.lambda_u)
+                    loss = loss + self.lambda_prototype * terms["loss_prototype"]
+            if key_branch:
+                net.momentum_update(self.key_momentum)
+                anchor_t = tx if not use_u else torch.cat([tx, tu])
+                flags = torch.zeros(len(anchor_t), dtype=torch.bool, device=ctx.device)
+                flags[:nx] = True
+                keys = net.key_features(xs2 if not use_u else torch.cat([xs2, us2]))
+                if contrast_on:
+                    _, queries = net(xs1 if not use_u else torch.cat([xs1, us1]),
+                                     return_features=True)
+                    queue_z, queue_t, queue_flags = net.queue()
+                    pos, ignore = dis.contrastive_masks(
+                        anchor_t.argmax(1), flags, queue_t.argmax(1), queue_flags)
+                    terms["loss_contrastive"] = dis.noisy_supcon_loss(
+                        queries, torch.cat([queries, keys, queue_z]), pos, ignore,
+                        self.contrastive_temperature)
+                    loss = loss + self.lambda_contrastive * terms["loss_contrastive"]
+                net.enqueue(keys, anchor_t, flags)
+            terms = {**terms, "train_loss": loss}
+            self.check_finite(epoch, terms, f" (network {name})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.record_batch(loss, nx)
+            yield {k: float(v.detach()) for k, v in terms.items() if k != "train_loss"}
+
+    # ------------------------------------------------------ fitted results
+    def after_fit(self, ctx):
+        divisions = ctx.extra.get("divisions")
+        Y = ctx.Y
+        if divisions is None:
+            self.trust_ = None
+            probs = (self.module_.memory + self.module2_.memory) / 2
+            self.label_distribution_ = dis.restrict_to_candidates(Y, probs).cpu().numpy()
+            return
+        a, b = divisions
+        self.trust_ = torch.stack([a["w"], b["w"]]).cpu().numpy()
+        mem_a, mem_b = self.module_.memory, self.module2_.memory
+        dist = (dis.co_pseudo_labels(Y, b["q"], mem_a, b["w"])
+                + dis.co_pseudo_labels(Y, a["q"], mem_b, a["w"])) / 2
+        self.label_distribution_ = dist.cpu().numpy()

@@ -273,3 +273,70 @@ def test_checkpoint_and_resume_continue_the_schedule(data, tmp_path):
     assert resumed.history_[1, "loss_x"] == first.history_[1, "loss_x"]
     # the loaded state carries the division loss history: 3 divisions per network
     assert resumed.coreg_state_.history_count.tolist() == [3, 3]
+
+
+def _grey_images(n=24, seed=0):
+    rng = np.random.RandomState(seed)
+    y = np.arange(n) % 2
+    images = rng.randint(0, 60, (n, 8, 8)).astype(np.uint8)
+    images[y == 0, :, :4] += 150
+    images[y == 1, :, 4:] += 150
+    return images, y
+
+
+def test_trains_from_image_files_and_torch_datasets(tmp_path):
+    from PIL import Image
+
+    images, y = _grey_images()
+    paths = []
+    for i, image in enumerate(images):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(image).save(path)
+        paths.append(str(path))
+    kw = dict(max_epochs=2, warmup_epochs=1, batch_size=8, queue_size=32, flip=False,
+              random_state=0)
+    from_files = CoRegClassifier(**kw).fit(paths, y)
+    from_arrays = CoRegClassifier(**kw).fit(images, y)
+    np.testing.assert_allclose(from_files.predict_proba(paths),
+                               from_arrays.predict_proba(images), rtol=1e-5, atol=1e-6)
+
+    class Digits(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            return torch.as_tensor(images[i])[None], int(y[i])
+
+    from_dataset = CoRegClassifier(**kw).fit(Digits(), y)
+    np.testing.assert_allclose(from_dataset.predict_proba(images),
+                               from_arrays.predict_proba(images), rtol=1e-5, atol=1e-6)
+
+
+def test_user_augmentations_replace_the_built_in_ones():
+    from torchvision.transforms import v2
+
+    images, y = _grey_images()
+    calls = []
+
+    def weak(image):
+        calls.append(tuple(image.shape))
+        return v2.functional.horizontal_flip(image)
+
+    kw = dict(max_epochs=2, warmup_epochs=1, batch_size=8, queue_size=32, random_state=0)
+    clf = CoRegClassifier(weak_augment=weak, strong_augment=v2.RandomRotation(10), **kw)
+    clf.fit(images, y)
+    assert calls and calls[0] == (1, 8, 8)   # applied per sample, on (C, H, W)
+    assert not np.allclose(clf.predict_proba(images),
+                           CoRegClassifier(**kw).fit(images, y).predict_proba(images))
+
+
+def test_class_prior_options(data):
+    X, _, Y = data
+    kw = dict(max_epochs=2, warmup_epochs=1, **FAST)
+    uniform = CoRegClassifier(**kw).fit(X, Y)
+    estimated = CoRegClassifier(class_prior="candidates", **kw).fit(X, Y)
+    given = CoRegClassifier(class_prior=[0.6, 0.2, 0.2], **kw).fit(X, Y)
+    assert not np.allclose(uniform.trust_, given.trust_)
+    assert estimated.trust_.shape == uniform.trust_.shape
+    with pytest.raises(ValueError, match="class_prior"):
+        CoRegClassifier(class_prior=[1.0, 0.0], **kw).fit(X, Y)

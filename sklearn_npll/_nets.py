@@ -2,13 +2,56 @@
 Co-Reg's two-head network with its momentum copy, key queue and prediction
 memory."""
 
+import contextlib
 import copy
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ClassifierNetwork", "CoRegNetwork", "CoRegState", "encoder_out_features"]
+__all__ = ["ClassifierNetwork", "CoRegNetwork", "CoRegState", "encoder_out_features",
+           "per_chunk_batch_norm"]
+
+
+@contextlib.contextmanager
+def per_chunk_batch_norm(module, sizes):
+    """Run several forward passes as one, exactly.
+
+    Inside the context every batch-norm layer of ``module`` splits its input
+    into consecutive chunks of ``sizes`` rows and normalises each chunk on
+    its own, in order: batch statistics and running-statistics updates are
+    those of separate forward passes over the chunks. Convolutions, linear
+    layers and activations, which treat samples independently, run once on
+    the whole batch. (An encoder with other batch-coupled layers would need
+    its own care.)
+
+    Parameters
+    ----------
+    module : nn.Module
+    sizes : list of int
+        Rows of each chunk, summing to the batch size.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    >>> a, b = torch.randn(5, 3), torch.randn(7, 3)
+    >>> with per_chunk_batch_norm(net, [5, 7]):
+    ...     out = net(torch.cat([a, b]))
+    >>> out.shape
+    torch.Size([12, 4])
+    """
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for layer in layers:
+        def forward(x, _forward=layer.forward):
+            return torch.cat([_forward(chunk) for chunk in x.split(sizes)])
+        layer.forward = forward
+    try:
+        yield module
+    finally:
+        for layer in layers:
+            del layer.forward
 
 
 def encoder_out_features(encoder, sample_shape):

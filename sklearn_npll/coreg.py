@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from . import _disambiguation as dis
 from ._base import PartialLabelNet
 from ._division import trust_probabilities
-from ._nets import CoRegNetwork, CoRegState
+from ._nets import CoRegNetwork, CoRegState, per_chunk_batch_norm
 
 __all__ = ["CoRegClassifier"]
 
@@ -404,27 +404,31 @@ class CoRegClassifier(PartialLabelNet):
             ix = next(labeled)
             rows = torch.as_tensor(ix, device=ctx.device)
             x = ctx.batch(ix)
-            xw1, xw2 = ctx.augment("weak", x), ctx.augment("weak", x)
-            xs1, xs2 = ctx.augment("strong", x), ctx.augment("strong", x)
-            with torch.no_grad():
-                logits_w1, z_w1 = net(xw1, return_features=True)
-                p_mean = (torch.softmax(logits_w1, 1) + torch.softmax(net(xw2), 1)) / 2
-                tx = dis.co_pseudo_labels(ctx.Y[rows], r_source[rows], p_mean,
-                                          division["w"][rows])
-                tx = dis.sharpen(tx, T)
             nx = len(ix)
-            views, targets = [xs1, xs2], [tx, tx]
+            weak = [ctx.augment("weak", x), ctx.augment("weak", x)]
+            xs1, xs2 = ctx.augment("strong", x), ctx.augment("strong", x)
             if use_u:
                 u = ctx.batch(next(unlabeled))
-                uw1, uw2 = ctx.augment("weak", u), ctx.augment("weak", u)
+                weak += [ctx.augment("weak", u), ctx.augment("weak", u)]
                 us1, us2 = ctx.augment("strong", u), ctx.augment("strong", u)
-                with torch.no_grad():
-                    # The partner is in eval mode, so one pass over both views
+            sizes = [len(view) for view in weak]
+            with torch.no_grad():
+                # The weak views of this network's four passes in one forward;
+                # batch norm still sees each view on its own (train mode).
+                with per_chunk_batch_norm(net, sizes):
+                    logits_w, z_w = net(torch.cat(weak), return_features=True)
+                probs_w = torch.softmax(logits_w, 1).split(sizes)
+                z_w1 = z_w[:nx]
+                p_mean = (probs_w[0] + probs_w[1]) / 2
+                tx = dis.sharpen(dis.co_pseudo_labels(ctx.Y[rows], r_source[rows], p_mean,
+                                                      division["w"][rows]), T)
+                if use_u:
+                    # The partner is in eval mode: one pass over both views
                     # gives exactly what two passes would.
-                    pb1, pb2 = torch.softmax(partner(torch.cat([uw1, uw2])), 1).chunk(2)
-                    tu = dis.unlabeled_targets(torch.softmax(net(uw1), 1),
-                                               torch.softmax(net(uw2), 1), pb1, pb2)
-                    tu = dis.sharpen(tu, T)
+                    pb1, pb2 = torch.softmax(partner(torch.cat(weak[2:])), 1).split(sizes[2:])
+                    tu = dis.sharpen(dis.unlabeled_targets(probs_w[2], probs_w[3], pb1, pb2), T)
+            views, targets = [xs1, xs2], [tx, tx]
+            if use_u:
                 views += [us1, us2]
                 targets += [tu, tu]
             inputs, all_targets = torch.cat(views), torch.cat(targets)

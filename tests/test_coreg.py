@@ -340,3 +340,25 @@ def test_class_prior_options(data):
     assert estimated.trust_.shape == uniform.trust_.shape
     with pytest.raises(ValueError, match="class_prior"):
         CoRegClassifier(class_prior=[1.0, 0.0], **kw).fit(X, Y)
+
+
+def test_batched_no_grad_passes_equal_separate_passes():
+    """The weak-view passes run as one forward with batch norm per chunk:
+    outputs and running statistics match separate passes."""
+    from sklearn_npll._nets import per_chunk_batch_norm
+
+    torch.manual_seed(0)
+    make = lambda: CoRegNetwork(SmallCNN(1, width=8), 3, (1, 8, 8), n_samples=4)
+    separate, batched = make(), make()
+    batched.load_state_dict(separate.state_dict())
+    views = [torch.randn(5, 1, 8, 8), torch.randn(5, 1, 8, 8), torch.randn(3, 1, 8, 8)]
+    with torch.no_grad():
+        expected = torch.cat([separate(v) for v in views])
+        with per_chunk_batch_norm(batched, [5, 5, 3]):
+            got = batched(torch.cat(views))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    for (name, a), b in zip(separate.named_buffers(), batched.buffers()):
+        torch.testing.assert_close(a, b, msg=name)
+    # the patch is gone afterwards: batch statistics over the whole batch again
+    with torch.no_grad():
+        assert not torch.allclose(batched(torch.cat(views)), expected, atol=1e-3)

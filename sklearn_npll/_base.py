@@ -118,6 +118,8 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
     use_caching = False
     criterion = None
     torch_load_kwargs = None
+    # per-term losses stay in the history but out of the per-epoch line
+    _log_keys_ignored = ()
 
     # ------------------------------------------------------------------ init
     def _finish_init(self, kwargs):
@@ -165,7 +167,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
             ("epoch_timer", EpochTimer()),
             ("lr_schedule", CosineLR()),
             ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
-            ("print_log", PrintLog()),
+            ("print_log", PrintLog(keys_ignored=list(self._log_keys_ignored))),
         ]
         if self.verbose and self.verbose > 1:
             callbacks.append(("progress_bar", ProgressBar()))

@@ -143,7 +143,9 @@ class CoRegClassifier(PartialLabelNet):
         Per epoch: ``loss_pce``, ``loss_ne`` (warm-up), ``loss_x``,
         ``loss_u``, ``loss_prototype``, ``loss_contrastive``, ``train_loss``,
         ``n_trusted_a``, ``n_trusted_b``, ``noise_rate`` (estimated fraction
-        outside the trusted splits), ``lr``, ``dur`` (seconds).
+        outside the trusted splits; the split columns are NaN during warm-up),
+        ``lr``, ``dur`` (seconds). The per-epoch line printed with
+        ``verbose=1`` leaves out the per-term losses.
     trust_ : ndarray of shape (2, n_samples) or None
         Trust probability of every training sample from the last division
         (row 0: network A, row 1: network B); None before any division.
@@ -253,6 +255,9 @@ class CoRegClassifier(PartialLabelNet):
         self.warm_start = warm_start
         self._finish_init(kwargs)
 
+    _log_keys_ignored = ("loss_pce", "loss_ne", "loss_x", "loss_u", "loss_prototype",
+                         "loss_contrastive")
+
     # ----------------------------------------------------------- networks
     def build_networks(self, encoder_factory):
         n, c = self.n_train_samples_, self.n_classes_
@@ -302,7 +307,9 @@ class CoRegClassifier(PartialLabelNet):
                 steps += 1
                 self.record_batch(loss, len(idx))
         self.history.record("train_batch_count", steps)
-        return {name: total / max(steps, 1) for name, total in sums.items()}
+        terms = {name: total / max(steps, 1) for name, total in sums.items()}
+        # no division during warm-up: the split columns stay empty (NaN)
+        return {**terms, "n_trusted_a": np.nan, "n_trusted_b": np.nan, "noise_rate": np.nan}
 
     def _prior(self, ctx):
         c = self.n_classes_

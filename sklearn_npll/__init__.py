@@ -2,16 +2,27 @@
 vision-language model proposes, with Co-Reg, the scikit-learn way."""
 
 from ._inputs import AnnotatedImages
+from .baselines import CCClassifier, PRODENClassifier
 from .coreg import CoRegClassifier
-from .datasets import candidate_stats, make_partial_labels, votes_to_candidates
+from .datasets import (
+    AnnotatorPanel,
+    candidate_stats,
+    make_annotator_partial_labels,
+    make_partial_labels,
+    votes_to_candidates,
+)
 from .metrics import covering_rate, covering_rate_scorer
 
 __all__ = [
     "AnnotatedImages",
+    "AnnotatorPanel",
+    "CCClassifier",
     "CoRegClassifier",
+    "PRODENClassifier",
     "candidate_stats",
     "covering_rate",
     "covering_rate_scorer",
+    "make_annotator_partial_labels",
     "make_partial_labels",
     "votes_to_candidates",
 ]

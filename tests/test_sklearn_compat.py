@@ -15,6 +15,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_npll import CoRegClassifier, covering_rate_scorer, make_partial_labels
 
+from _common import EXPECTED_FAILED_CHECKS
+
 FAST = dict(max_epochs=3, warmup_epochs=1, start_contrastive=0, batch_size=16,
             queue_size=64, proj_dim=16, module__hidden_sizes=(32,), random_state=0)
 
@@ -108,18 +110,7 @@ def test_model_saved_for_cuda_loads_on_cpu(data):
 
 
 # A few epochs keep the common checks fast; the classifier still learns the
-# checks' easy problems. The expected failures, each with its reason:
-EXPECTED_FAILED_CHECKS = {
-    "check_no_attributes_set_in_init": (
-        "skorch's NeuralNet keeps its bookkeeping (history_, initialized_, "
-        "virtual_params_) from construction on, and routes module__* parameters "
-        "through **kwargs"),
-    "check_do_not_raise_errors_in_init_or_set_params": (
-        "skorch validates module__/optimizer__ prefixes; the check passes "
-        "arbitrary values that skorch rejects only at fit"),
-    "check_sample_weight_equivalence_on_dense_data": (
-        "partial-label training takes no sample weights"),
-}
+# checks' easy problems. The expected failures and their reasons: _common.py.
 
 
 def _checked_estimators():

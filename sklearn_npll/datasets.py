@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
@@ -491,6 +492,9 @@ class AnnotatorPanel(ClassifierMixin, BaseEstimator):
                 # shots; its scores here are plain centroid distances
                 warnings.filterwarnings("ignore", message=".*within_class_std_dev_",
                                         category=UserWarning)
+                # a few shots on raw pixels: lbfgs may stop at max_iter, and a
+                # rough annotator is what the panel is for
+                warnings.filterwarnings("ignore", category=ConvergenceWarning)
                 est.fit(X[np.ix_(shots, view)], codes[shots])
             self.estimators_.append(est)
             self.feature_views_.append(view)

@@ -7,6 +7,7 @@ import copy
 import inspect
 import os
 import zlib
+from numbers import Integral, Real
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,11 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import assert_all_finite, column_or_1d
+from sklearn.utils._param_validation import (
+    Interval,
+    StrOptions,
+    validate_parameter_constraints,
+)
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 from torch import nn
@@ -120,6 +126,27 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
     torch_load_kwargs = None
     # per-term losses stay in the history but out of the per-epoch line
     _log_keys_ignored = ()
+
+    _parameter_constraints = {
+        "module": [None, callable, nn.Module],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 2, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="left")],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "optimizer": [callable],
+        "cosine_epochs": [None, Interval(Integral, 1, None, closed="left")],
+        "flip": ["boolean"],
+        "padding": [None, Interval(Integral, 0, None, closed="left")],
+        "weak_augment": [None, callable],
+        "strong_augment": [None, callable],
+        "validation_fraction": [None, Interval(Real, 0, 1, closed="neither")],
+        "callbacks": [None, list, StrOptions({"disable"})],
+        "verbose": ["verbose"],
+        "device": [str, torch.device, None],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+    }
 
     # ------------------------------------------------------------------ init
     def _finish_init(self, kwargs):
@@ -333,6 +360,9 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         return self
 
     def _prepare_fit(self, X, y):
+        validate_parameter_constraints(
+            self._parameter_constraints, self.get_params(deep=False),
+            caller_name=type(self).__name__)
         data, Y, classes = self._check_training_data(X, y)
         self.classes_ = classes
         self.n_classes_ = len(classes)

@@ -1,13 +1,13 @@
 """CoRegClassifier: Co-Reg (Wang et al., AAAI 2025) as a scikit-learn
 classifier on skorch."""
 
-import itertools
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from torch.nn import functional as F
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _disambiguation as dis
 from ._base import PartialLabelNet
@@ -254,6 +254,32 @@ class CoRegClassifier(PartialLabelNet):
         self.random_state = random_state
         self.warm_start = warm_start
         self._finish_init(kwargs)
+
+    _parameter_constraints = {
+        **PartialLabelNet._parameter_constraints,
+        "warmup_epochs": [Interval(Integral, 0, None, closed="left")],
+        "sharpen_temperature": [Interval(Real, 0, None, closed="neither")],
+        "mixup_alpha": [Interval(Real, 0, None, closed="neither")],
+        "lambda_u": [Interval(Real, 0, None, closed="left")],
+        "rampup_length": [Interval(Integral, 0, None, closed="left")],
+        "p_threshold": [Interval(Real, 0, 1, closed="both")],
+        "loss_history": [Interval(Integral, 1, None, closed="left")],
+        "class_prior": [None, StrOptions({"candidates"}), "array-like"],
+        "proj_dim": [Interval(Integral, 1, None, closed="left")],
+        "queue_size": [Interval(Integral, 1, None, closed="left")],
+        "key_momentum": [Interval(Real, 0, 1, closed="both")],
+        "prototype_momentum": [Interval(Real, 0, 1, closed="both")],
+        "prototype_temperature": [Interval(Real, 0, None, closed="neither")],
+        "contrastive_temperature": [Interval(Real, 0, None, closed="neither")],
+        "start_contrastive": [Interval(Integral, 0, None, closed="left")],
+        "lambda_prototype": [Interval(Real, 0, None, closed="left")],
+        "lambda_contrastive": [Interval(Real, 0, None, closed="left")],
+        "use_co_pseudo_labels": ["boolean"],
+        "use_prototypes": ["boolean"],
+        "use_contrastive": ["boolean"],
+        "use_unlabeled": ["boolean"],
+        "predict_networks": [StrOptions({"both", "first"})],
+    }
 
     _log_keys_ignored = ("loss_pce", "loss_ne", "loss_x", "loss_u", "loss_prototype",
                          "loss_contrastive")

@@ -362,3 +362,16 @@ def test_batched_no_grad_passes_equal_separate_passes():
     # the patch is gone afterwards: batch statistics over the whole batch again
     with torch.no_grad():
         assert not torch.allclose(batched(torch.cat(views)), expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"max_epochs": 0}, "max_epochs"),
+    ({"p_threshold": 1.5}, "p_threshold"),
+    ({"predict_networks": "second"}, "predict_networks"),
+    ({"sharpen_temperature": 0}, "sharpen_temperature"),
+])
+def test_invalid_hyperparameters_fail_at_fit_with_their_name(data, params, match):
+    X, _, Y = data
+    clf = CoRegClassifier(**params)          # construction never validates
+    with pytest.raises(ValueError, match=match):
+        clf.fit(X, Y)

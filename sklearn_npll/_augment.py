@@ -25,7 +25,6 @@ on floating point images (nearest interpolation, zero fill); see
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np

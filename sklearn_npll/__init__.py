@@ -2,6 +2,7 @@
 vision-language model proposes, with Co-Reg, the scikit-learn way."""
 
 from ._inputs import AnnotatedImages
+from .annotate import SMALL_TEMPLATES, VLMPartialAnnotator
 from .baselines import CCClassifier, PRODENClassifier
 from .coreg import CoRegClassifier
 from .datasets import (
@@ -19,6 +20,8 @@ __all__ = [
     "CCClassifier",
     "CoRegClassifier",
     "PRODENClassifier",
+    "SMALL_TEMPLATES",
+    "VLMPartialAnnotator",
     "candidate_stats",
     "covering_rate",
     "covering_rate_scorer",

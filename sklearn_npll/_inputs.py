@@ -13,7 +13,6 @@ the images as given by the user, their candidate label sets and class names.
 
 import operator
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -758,7 +757,6 @@ def _subset_images(images, idx):
     return [images[int(i)] for i in idx]
 
 
-@dataclass(eq=False, repr=False)
 class AnnotatedImages:
     """Images together with their candidate label sets.
 
@@ -767,19 +765,28 @@ class AnnotatedImages:
     boolean mask or a slice returns the corresponding subset, so scikit-learn
     cross-validation can split it.
 
+    The candidate sets may be deferred: given ``annotate`` instead of
+    ``candidates``, they are computed on first access of ``candidates`` or
+    ``votes``. A fitted annotator's ``transform`` does this, so that a
+    ``Pipeline``'s ``predict``, which only needs the images, never runs the
+    vision-language model, while its label-free ``score`` does.
+
     Parameters
     ----------
     images : object
         The images as the user gave them (array, list of paths, dataset, ...);
         not converted.
-    candidates : array-like of shape (n_samples, n_classes)
+    candidates : array-like of shape (n_samples, n_classes), default=None
         0/1 candidate matrix (anything :func:`check_candidates` accepts);
-        stored as uint8.
+        stored as uint8. Required unless ``annotate`` is given.
     classes : array-like of shape (n_classes,)
         Class names, one per column of ``candidates``.
     votes : ndarray of shape (n_samples, n_voters), default=None
         Integer class indices (columns of ``candidates``) voted by each
         template or annotator; -1 marks a missing vote.
+    annotate : callable, default=None
+        Called once without arguments when the candidates are first needed;
+        returns ``(candidates, votes)``.
 
     Examples
     --------
@@ -791,16 +798,43 @@ class AnnotatedImages:
     (3, [[1, 0], [0, 1]])
     """
 
-    images: object
-    candidates: np.ndarray
-    classes: np.ndarray
-    votes: np.ndarray | None = None
+    def __init__(self, images, candidates=None, classes=None, votes=None, *, annotate=None):
+        if candidates is None and annotate is None:
+            raise ValueError("AnnotatedImages needs candidates, or annotate to compute them.")
+        self.images = images
+        self._annotate = annotate
+        self._classes = classes
+        self._candidates = self._votes = None
+        if candidates is not None:
+            self._store(candidates, votes)
+        elif classes is not None:
+            self._classes = np.asarray(classes)
 
-    def __post_init__(self):
-        self.candidates, self.classes = check_candidates(
-            self.candidates, classes=self.classes
-        )
-        n = self.candidates.shape[0]
+    @property
+    def is_annotated(self):
+        """Whether the candidate sets exist yet (False while deferred)."""
+        return self._candidates is not None
+
+    @property
+    def candidates(self):
+        if self._candidates is None:
+            self._store(*self._annotate())
+        return self._candidates
+
+    @property
+    def votes(self):
+        self.candidates  # noqa: B018 (runs a deferred annotation)
+        return self._votes
+
+    @property
+    def classes(self):
+        if self._classes is None:
+            self.candidates  # noqa: B018
+        return self._classes
+
+    def _store(self, candidates, votes):
+        self._candidates, self._classes = check_candidates(candidates, classes=self._classes)
+        n = self._candidates.shape[0]
         try:
             n_images = len(self.images)
         except TypeError:
@@ -810,18 +844,20 @@ class AnnotatedImages:
                 f"There are {n_images} images but {n} candidate sets; give one "
                 "candidate set per image."
             )
-        if self.votes is not None:
-            votes = np.asarray(self.votes)
+        if votes is not None:
+            votes = np.asarray(votes)
             if votes.ndim == 1:
                 votes = votes[:, None]
             if votes.ndim != 2 or votes.shape[0] != n:
                 raise ValueError(
                     f"votes must have shape ({n}, n_voters), got {votes.shape}."
                 )
-            self.votes = votes
+        self._votes = votes
 
     def __len__(self):
-        return int(self.candidates.shape[0])
+        if self._candidates is None:
+            return len(self.images)
+        return int(self._candidates.shape[0])
 
     @property
     def shape(self):
@@ -849,6 +885,9 @@ class AnnotatedImages:
         )
 
     def __repr__(self):
+        if not self.is_annotated:
+            return (f"AnnotatedImages(n_samples={len(self)}, not annotated yet, "
+                    f"images={type(self.images).__name__})")
         votes = "None" if self.votes is None else f"shape {self.votes.shape}"
         return (
             f"AnnotatedImages(n_samples={len(self)}, "

@@ -1,5 +1,9 @@
 """Helpers shared by the test modules."""
 
+import json
+
+import torch
+
 # The expected failures of scikit-learn's common checks for the skorch-based
 # estimators, each with its reason.
 EXPECTED_FAILED_CHECKS = {
@@ -11,3 +15,30 @@ EXPECTED_FAILED_CHECKS = {
         "skorch's set_params builds the callbacks at once, so the check's "
         "arbitrary `callbacks` value fails in set_params rather than in fit"),
 }
+
+
+# A tiny open_clip architecture with random weights: the annotator's tests
+# load it from a checkpoint file exactly as a user loads real weights.
+TINY_CLIP_NAME = "npll-tiny-test"
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8,
+                   "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                 "layers": 1},
+}
+
+
+def save_tiny_clip(folder):
+    """Register the tiny architecture and save random weights in ``folder``;
+    return the checkpoint's path."""
+    import open_clip
+
+    config = folder / f"{TINY_CLIP_NAME}.json"
+    config.write_text(json.dumps(TINY_CLIP_CONFIG))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY_CLIP_NAME)
+    path = folder / "tiny_clip.pt"
+    torch.save(model.state_dict(), path)
+    return str(path)

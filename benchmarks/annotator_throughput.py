@@ -1,0 +1,258 @@
+"""Throughput of VLMPartialAnnotator.transform against a bare image-tower loop.
+
+Measures, in one run and on one device:
+
+- ``bare``: a loop of ``model.encode_image`` over already-preprocessed batches
+  (same model, batch size and device as the annotator);
+- ``transform (cold)``: ``transform`` on images it has never seen (reading,
+  hashing, preprocessing, encoding, scoring, candidate sets);
+- ``transform (memory cache)``: the same images again on the same instance;
+- ``transform (disk cache)``: a fresh instance sharing ``cache_dir``, as every
+  fold of a grid search would;
+- peak memory of the cold transform: Python/numpy allocations (tracemalloc),
+  process peak RSS, and CUDA peak when on a GPU.
+
+Each timing is the median of ``--repeats`` runs. With ``--tiny`` a small
+random open_clip model is built and loaded from a checkpoint file, so the
+script runs anywhere; ``--random-weights`` does the same for the
+``--model-name`` architecture (real model size, meaningless labels); with
+``--model-name``/``--pretrained`` it measures a real model (weights must be
+cached, downloadable, or a local checkpoint path). Run it from the
+repository root with the package installed.
+
+Examples
+--------
+python benchmarks/annotator_throughput.py --tiny --n-images 10000 --image-size 32
+python benchmarks/annotator_throughput.py --model-name ViT-B-32 --random-weights \\
+    --n-images 1000 --image-size 224 --repeats 1
+python benchmarks/annotator_throughput.py --model-name ViT-B-32 --pretrained openai \\
+    --n-images 10000 --image-size 224 --device cuda
+"""
+
+import argparse
+import copy
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sklearn_npll.annotate import VLMPartialAnnotator
+
+TINY_NAME = "npll-bench-tiny"
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def random_checkpoint(folder, model_name):
+    """Save random weights of an open_clip architecture; return the file path."""
+    import open_clip
+
+    torch.manual_seed(0)
+    path = Path(folder) / "random_weights.pt"
+    torch.save(open_clip.create_model(model_name).state_dict(), path)
+    return str(path)
+
+
+def tiny_checkpoint(folder):
+    """Register a tiny architecture and save random weights; return (name, path)."""
+    import open_clip
+
+    config = Path(folder) / f"{TINY_NAME}.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    open_clip.add_model_config(config)
+    return TINY_NAME, random_checkpoint(folder, TINY_NAME)
+
+
+def peak_rss_mib():
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+CPU_SECONDS = {}
+
+
+def timed(fn, device, label=None):
+    """Wall-clock seconds of ``fn()`` (and its process CPU seconds under ``label``)."""
+    sync(device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    result = fn()
+    sync(device)
+    if label is not None:
+        CPU_SECONDS.setdefault(label, []).append(time.process_time() - cpu_start)
+    return time.perf_counter() - start, result
+
+
+def preprocessed_batches(annotator, images, batch_size, max_bytes):
+    """Preprocess images once (as many as fit in ``max_bytes``) into batches."""
+    from PIL import Image
+
+    first = annotator.preprocess_(Image.fromarray(images[0]))
+    n = min(len(images), max(batch_size, int(max_bytes // (first.numel() * 4))))
+    start = time.perf_counter()
+    tensors = [annotator.preprocess_(Image.fromarray(im)) for im in images[:n]]
+    seconds = time.perf_counter() - start
+    batches = [torch.stack(tensors[i : i + batch_size]) for i in range(0, n, batch_size)]
+    return batches, n, seconds
+
+
+def bare_loop(model, batches, device, dtype):
+    with torch.inference_mode():
+        for batch in batches:
+            feats = model.encode_image(batch.to(device, dtype, non_blocking=True))
+            torch.nn.functional.normalize(feats.float(), dim=-1)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny random open_clip model")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="random weights for --model-name (timings only, no download)")
+    parser.add_argument("--model-name", default="ViT-B-32")
+    parser.add_argument("--pretrained", default="openai", help="tag or checkpoint path")
+    parser.add_argument("--n-images", type=int, default=10_000)
+    parser.add_argument("--image-size", type=int, default=32, help="side of the random images")
+    parser.add_argument("--n-classes", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--n-jobs", type=int, default=None, help="annotator preprocessing threads")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bare-max-gib", type=float, default=2.0,
+                        help="memory cap of the preprocessed batches of the bare loop")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+
+    workdir = tempfile.TemporaryDirectory()
+    if args.tiny:
+        model_name, pretrained = tiny_checkpoint(workdir.name)
+    elif args.random_weights:
+        model_name = args.model_name
+        pretrained = random_checkpoint(workdir.name, model_name)
+    else:
+        model_name, pretrained = args.model_name, args.pretrained
+    classes = (CIFAR10 * (args.n_classes // 10 + 1))[: args.n_classes]
+    classes = [f"{c} {i // 10}" if i >= 10 else c for i, c in enumerate(classes)]
+    rng = np.random.default_rng(0)
+    shape = (args.n_images, args.image_size, args.image_size, 3)
+    images = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    warmup_images = rng.integers(0, 256, size=(args.batch_size, *shape[1:]), dtype=np.uint8)
+
+    base = VLMPartialAnnotator(
+        classes, model_name=model_name, pretrained=pretrained, batch_size=args.batch_size,
+        n_jobs=args.n_jobs, device=args.device,
+    )
+    fit_seconds, _ = timed(base.fit, torch.device("cpu"))
+    device = next(base.model_.parameters()).device
+    dtype = next(base.model_.parameters()).dtype
+    base.transform(warmup_images)  # warm-up: kernels, thread pools, allocator
+    n = args.n_images
+    random = args.tiny or args.random_weights
+    print(f"model {model_name} ({'random weights' if random else pretrained}) on {device}, "
+          f"{n} images {args.image_size}x{args.image_size}, batch {args.batch_size}, "
+          f"{len(base.templates_)} templates x {len(classes)} classes; fit {fit_seconds:.2f}s",
+          flush=True)
+
+    batches, n_bare, preprocess_seconds = preprocessed_batches(
+        base, images, args.batch_size, args.bare_max_gib * 2**30
+    )
+    bare_loop(base.model_, batches[:1], device, dtype)  # warm-up
+
+    # Each repeat times, back to back, a cold transform (fresh instance, fresh
+    # disk cache), the same images again (memory cache), a fresh instance
+    # sharing the disk cache, and the bare loop; ratios are taken within a
+    # repeat so that drifting machine load affects both sides alike.
+    cold, warm, disk, bare, ratios = [], [], [], [], []
+    tracemalloc_peak = rss_before = rss_after = cuda_peak = None
+    for repeat in range(args.repeats):
+        cache_dir = Path(workdir.name) / f"cache{repeat}"
+        # a fitted copy starts with empty caches (fitting again would only
+        # re-encode the same prompts, which takes long for large text towers)
+        annotator = copy.deepcopy(base).set_params(cache_dir=cache_dir)
+        annotator.transform(warmup_images)
+        if repeat == 0:
+            rss_before = peak_rss_mib()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            tracemalloc.start()
+        seconds, out = timed(lambda: annotator.transform(images), device, "cold")
+        if repeat == 0:
+            tracemalloc_peak = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+            rss_after = peak_rss_mib()
+            if device.type == "cuda":
+                cuda_peak = torch.cuda.max_memory_allocated(device) / 2**20
+        cold.append(seconds)
+        warm.append(timed(lambda: annotator.transform(images), device)[0])
+        sharing = copy.deepcopy(base).set_params(cache_dir=cache_dir)
+        disk.append(timed(lambda: sharing.transform(images), device)[0])
+        run_bare = lambda: bare_loop(base.model_, batches, device, dtype)  # noqa: E731
+        bare.append(timed(run_bare, device, "bare")[0])
+        ratios.append((n_bare / bare[-1]) / (n / cold[-1]))
+        print(f"  run {repeat}: cold {cold[-1]:.2f}s, memory cache {warm[-1]:.2f}s, "
+              f"disk cache {disk[-1]:.2f}s, bare loop {bare[-1]:.2f}s "
+              f"({n_bare} images), overhead ratio {ratios[-1]:.2f}", flush=True)
+    stats = annotator.candidate_stats_
+
+    rate = lambda count, seconds: count / seconds  # noqa: E731
+    results = {
+        "model": model_name, "pretrained": "random weights" if random else str(pretrained),
+        "device": str(device), "n_images": n, "image_size": args.image_size,
+        "batch_size": args.batch_size, "n_templates": len(base.templates_),
+        "n_classes": len(classes), "repeats": args.repeats,
+        "bare_images": n_bare,
+        "bare_img_per_s": rate(n_bare, statistics.median(bare)),
+        "preprocess_only_img_per_s_single_thread": rate(n_bare, preprocess_seconds),
+        "transform_cold_img_per_s": rate(n, statistics.median(cold)),
+        "transform_memory_cache_img_per_s": rate(n, statistics.median(warm)),
+        "transform_disk_cache_img_per_s": rate(n, statistics.median(disk)),
+        "tracemalloc_peak_mib": tracemalloc_peak,
+        "peak_rss_before_transform_mib": rss_before,
+        "peak_rss_after_transform_mib": rss_after,
+        "cuda_peak_mib": cuda_peak,
+        "mean_candidates": stats["mean_size"],
+        "overhead_ratio": statistics.median(ratios),
+        "cpu_seconds_per_1000_images_bare": 1000 * statistics.median(CPU_SECONDS["bare"]) / n_bare,
+        "cpu_seconds_per_1000_images_transform": 1000 * statistics.median(CPU_SECONDS["cold"]) / n,
+        "memory_cache_speedup": statistics.median(c / w for c, w in zip(cold, warm)),
+        "disk_cache_speedup": statistics.median(c / d for c, d in zip(cold, disk)),
+    }
+
+    print(f"bare encode_image loop     {results['bare_img_per_s']:10.0f} img/s "
+          f"({n_bare} preprocessed images)")
+    print(f"preprocess only (1 thread) "
+          f"{results['preprocess_only_img_per_s_single_thread']:10.0f} img/s")
+    print(f"transform, cold            {results['transform_cold_img_per_s']:10.0f} img/s "
+          f"-> overhead ratio {results['overhead_ratio']:.2f} (bare / transform, median of runs)")
+    print("process CPU time per 1000 images: "
+          f"bare {results['cpu_seconds_per_1000_images_bare']:.2f}s, "
+          f"transform {results['cpu_seconds_per_1000_images_transform']:.2f}s")
+    print(f"transform, memory cache    {results['transform_memory_cache_img_per_s']:10.0f} img/s "
+          f"-> speed-up {results['memory_cache_speedup']:.1f}x")
+    print(f"transform, disk cache      {results['transform_disk_cache_img_per_s']:10.0f} img/s "
+          f"-> speed-up {results['disk_cache_speedup']:.1f}x")
+    print(f"peak memory of a cold transform: tracemalloc {tracemalloc_peak:.0f} MiB, "
+          f"process peak RSS {rss_before:.0f} -> {rss_after:.0f} MiB"
+          + ("" if cuda_peak is None else f", CUDA {cuda_peak:.0f} MiB"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    workdir.cleanup()
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -392,17 +392,17 @@ class CoRegClassifier(PartialLabelNet):
                 net.sync_key()
         divisions = [self._divide(k, net, ctx) for k, (net, _) in enumerate(self._pairs())]
         ctx.extra["divisions"] = divisions
-        (net_a, opt_a), (net_b, opt_b) = self._pairs()
-        sums, steps = {}, 0
+        sums, counts, steps = {}, {}, 0
         for a, b in ((0, 1), (1, 0)):
             (net, opt), (partner, _) = self._pairs()[a], self._pairs()[b]
             for terms in self._train_network(epoch, net, partner, opt, divisions[b],
                                              divisions[a], ctx, "AB"[a]):
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + value
+                    counts[name] = counts.get(name, 0) + 1
                 steps += 1
         self.history.record("train_batch_count", steps)
-        result = {name: total / max(steps, 1) for name, total in sums.items()}
+        result = {name: total / counts[name] for name, total in sums.items()}
         n = len(self.training_rows(ctx))
         result["n_trusted_a"] = len(divisions[0]["P"])
         result["n_trusted_b"] = len(divisions[1]["P"])
@@ -501,13 +501,14 @@ class CoRegClassifier(PartialLabelNet):
                         self.contrastive_temperature)
                     loss = loss + self.lambda_contrastive * terms["loss_contrastive"]
                 net.enqueue(keys, anchor_t, flags)
-            terms = {**terms, "train_loss": loss}
-            self.check_finite(epoch, terms, f" (network {name})")
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            self.check_finite(epoch, {**values, "train_loss": float(loss.detach())},
+                              f" (network {name})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             self.record_batch(loss, nx)
-            yield {k: float(v.detach()) for k, v in terms.items() if k != "train_loss"}
+            yield values
 
     # ------------------------------------------------------ fitted results
     def after_fit(self, ctx):

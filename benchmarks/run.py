@@ -1,0 +1,584 @@
+"""Benchmark Co-Reg against partial-label baselines on noisy candidate sets.
+
+One *cell* is (dataset, protocol, setting, method, seed). Every cell is
+written as one JSON file in ``--out`` as soon as it finishes; a restarted run
+skips the cells whose JSON exists, so an interrupted run resumes where it
+stopped.
+
+Protocols
+---------
+- ``synthetic``: uniform flipping of the true labels (``make_partial_labels``)
+  with partial rate q and noise rate eta; settings from ``--grid "q:eta,..."``.
+- ``panel``: instance-dependent sets from a panel of weak few-shot
+  annotators fitted on a labelled pool disjoint from the training set
+  (``make_annotator_partial_labels``); settings from ``--panel
+  "annotators:shots:feature_fraction:top_k,..."``. ``majority-vote`` scores
+  the panel's own majority vote on the test set.
+
+Methods: ``majority-vote`` (panel only), ``cc``, ``proden``, ``coreg`` and its
+ablations ``coreg-no-copl`` (own instead of the partner's aligned
+prediction), ``coreg-no-proto``, ``coreg-no-cont``, ``coreg-no-unlabeled``,
+and ``supervised`` (CCClassifier on the true labels: the upper bound, one cell
+per dataset, protocol and seed, setting ``true-labels``). Every method of a
+run uses the same backbone, epochs, batch size and learning rate.
+
+Each JSON cell holds the test accuracy, the realised mean set size and
+noise rate of the training candidates, the wall time, the configuration, and
+for Co-Reg the per-epoch history (trusted-split sizes, estimated noise rate,
+the true precision of the trusted splits and, for the first seed, the test
+accuracy after every epoch).
+
+Examples
+--------
+The CPU suite (all experiments of the report, about an hour on 2 cores)::
+
+    python benchmarks/run.py --suite cpu --jobs 2
+
+One experiment::
+
+    python benchmarks/run.py --dataset digits --protocol synthetic \\
+        --grid "0.1:0.1,0.1:0.3" --methods cc proden coreg supervised \\
+        --seeds 0 1 2 --config cpu
+
+The paper-sized GPU suite (PreAct ResNet-18, 800 epochs on CIFAR-10)::
+
+    python benchmarks/run.py --suite gpu --data-dir DATA --device cuda
+"""
+
+import argparse
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+import os
+import platform
+import shlex
+import sys
+import time
+import traceback
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from data import load_dataset, split_pool  # noqa: E402
+
+METHODS = ["majority-vote", "cc", "proden", "coreg", "coreg-no-copl", "coreg-no-proto",
+           "coreg-no-cont", "coreg-no-unlabeled", "supervised"]
+COREG_VARIANTS = {
+    "coreg": {},
+    "coreg-no-copl": {"use_co_pseudo_labels": False},
+    "coreg-no-proto": {"use_prototypes": False},
+    "coreg-no-cont": {"use_contrastive": False},
+    "coreg-no-unlabeled": {"use_unlabeled": False},
+}
+TRUE_LABELS = "true-labels"
+
+# Per-dataset training configurations. "cpu" is sized for a 2-core machine
+# (a Co-Reg fit in about a minute or two); "gpu" is the paper's setting.
+CONFIGS = {
+    "cpu": {
+        "device": "cpu",
+        # The default SmallCNN width (32): with width 8 the network leaves warm-up
+        # too weak (about 75% test accuracy on digits), Co-Reg's division then
+        # trusts only the easy classes (a trusted split of ~250 samples, some
+        # classes absent) and accuracy collapses; measured, not guessed.
+        "digits": dict(epochs=24, warmup=14, start_contrastive=1, batch_size=64, lr=0.05,
+                       width=None, pad_to=None, n_train=None, n_test=None, pool_size=300),
+        "mnist": dict(epochs=20, warmup=8, start_contrastive=2, batch_size=64, lr=0.05,
+                      width=8, pad_to=None, n_train=1000, n_test=1000, pool_size=300),
+        "fashion-mnist": dict(epochs=24, warmup=14, start_contrastive=1, batch_size=32,
+                              lr=0.05, width=None, pad_to=None, n_train=500, n_test=1000,
+                              pool_size=300),
+        "cifar10": dict(epochs=20, warmup=8, start_contrastive=2, batch_size=64, lr=0.05,
+                        width=None, pad_to=None, n_train=1000, n_test=1000, pool_size=500),
+    },
+    "gpu": {
+        "device": "cuda",
+        # reference: 800 epochs / 50 warm-up on CIFAR, 100 epochs elsewhere
+        "cifar10": dict(epochs=800, warmup=50, start_contrastive=10, batch_size=256, lr=0.01,
+                        width=None, pad_to=None, n_train=None, n_test=None, pool_size=5000),
+        "fashion-mnist": dict(epochs=100, warmup=50, start_contrastive=10, batch_size=256,
+                              lr=0.01, width=None, pad_to=32, n_train=None, n_test=None,
+                              pool_size=5000),
+        "mnist": dict(epochs=100, warmup=50, start_contrastive=10, batch_size=256, lr=0.01,
+                      width=None, pad_to=32, n_train=None, n_test=None, pool_size=500),
+        "digits": dict(epochs=100, warmup=50, start_contrastive=10, batch_size=256, lr=0.01,
+                       width=None, pad_to=None, n_train=None, n_test=None, pool_size=300),
+    },
+}
+
+# Suites: lists of experiments (each a dict of this script's options). The
+# CPU suite is what benchmarks/RESULTS.md reports.
+SUITES = {
+    # Ordered by priority: a run stopped early keeps the most useful cells.
+    "cpu": [
+        dict(dataset="digits", protocol="synthetic", grid="0.1:0.1,0.1:0.3,0.3:0.3",
+             methods=["coreg", "cc", "proden", "supervised"], seeds=[0, 1, 2]),
+        dict(dataset="digits", protocol="panel", panel="3:5:0.5:1,2:2:0.3:1",
+             methods=["majority-vote", "coreg", "cc", "proden", "supervised"],
+             seeds=[0, 1, 2]),
+        dict(dataset="fashion-mnist", protocol="synthetic", grid="0.1:0.3",
+             methods=["coreg", "cc", "proden", "supervised"], seeds=[0, 1, 2]),
+        dict(dataset="digits", protocol="synthetic", grid="0.1:0.3",
+             methods=["coreg-no-copl", "coreg-no-proto", "coreg-no-cont",
+                      "coreg-no-unlabeled"], seeds=[0]),
+        dict(dataset="fashion-mnist", protocol="synthetic", grid="0.1:0.1,0.3:0.3",
+             methods=["coreg", "cc", "proden"], seeds=[0, 1, 2]),
+    ],
+    "gpu": [
+        dict(dataset="cifar10", protocol="synthetic", grid="0.1:0.1,0.1:0.3,0.3:0.3",
+             methods=["coreg", "cc", "proden", "supervised"], seeds=[0, 1, 2]),
+        dict(dataset="cifar10", protocol="panel", panel="8:5:0.5:1,8:20:0.5:1",
+             methods=["majority-vote", "coreg", "cc", "proden", "supervised"],
+             seeds=[0, 1, 2]),
+        dict(dataset="fashion-mnist", protocol="synthetic", grid="0.1:0.1,0.1:0.3,0.3:0.3",
+             methods=["coreg", "cc", "proden", "supervised"], seeds=[0, 1, 2]),
+        dict(dataset="cifar10", protocol="synthetic", grid="0.1:0.3",
+             methods=["coreg-no-copl", "coreg-no-proto", "coreg-no-cont",
+                      "coreg-no-unlabeled"], seeds=[0, 1, 2]),
+    ],
+}
+
+
+# --------------------------------------------------------------- settings
+def parse_grid(text):
+    """``"q:eta,q:eta"`` -> list of setting names ``q0.1_eta0.3``."""
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        q, eta = (float(v) for v in item.split(":"))
+        out.append(f"q{q:g}_eta{eta:g}")
+    return out
+
+
+def parse_panel(text):
+    """``"annotators:shots:fraction:top_k,..."`` -> setting names ``a8_s5_f0.5_k1``."""
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        parts = item.split(":")
+        if len(parts) != 4:
+            raise ValueError(f"panel setting {item!r}: expected annotators:shots:fraction:top_k")
+        a, s, f, k = int(parts[0]), int(parts[1]), float(parts[2]), int(parts[3])
+        out.append(f"a{a}_s{s}_f{f:g}_k{k}")
+    return out
+
+
+def setting_params(protocol, setting):
+    if setting == TRUE_LABELS:
+        return {}
+    if protocol == "synthetic":
+        q, eta = setting[1:].split("_eta")
+        return {"q": float(q), "eta": float(eta)}
+    a, s, f, k = setting.split("_")
+    return {"n_annotators": int(a[1:]), "n_shots": int(s[1:]),
+            "feature_fraction": float(f[1:]), "top_k": int(k[1:])}
+
+
+def cell_name(c):
+    return f"{c['dataset']}__{c['protocol']}__{c['setting']}__{c['method']}__seed{c['seed']}"
+
+
+# -------------------------------------------------------------------- data
+@lru_cache(maxsize=8)
+def _load(dataset, data_dir, n_train, n_test, pad_to):
+    X_train, y_train, X_test, y_test, names, meta = load_dataset(
+        dataset, data_dir=data_dir, n_train=n_train, n_test=n_test)
+    if pad_to:
+        X_train, X_test = pad_images(X_train, pad_to), pad_images(X_test, pad_to)
+        meta = {**meta, "image_shape": list(X_train.shape[1:]), "padded_to": pad_to}
+    return X_train, y_train, X_test, y_test, names, meta
+
+
+def pad_images(X, size):
+    """Zero-pad (N, H, W[, C]) images symmetrically to ``size`` pixels."""
+    h, w = X.shape[1:3]
+    if h >= size and w >= size:
+        return X
+    top, left = (size - h) // 2, (size - w) // 2
+    widths = [(0, 0), (top, size - h - top), (left, size - w - left)] + \
+        [(0, 0)] * (X.ndim - 3)
+    return np.pad(X, widths)
+
+
+def cell_data(cfg, cell):
+    """Train/test images and labels of a cell; for the panel protocol the
+    training set is what remains after carving out the annotators' pool."""
+    X_train, y_train, X_test, y_test, names, meta = _load(
+        cell["dataset"], cfg.get("data_dir"), cfg["n_train"], cfg["n_test"], cfg["pad_to"])
+    pool = None
+    if cell["protocol"] == "panel":
+        X_train, y_train, X_pool, y_pool = split_pool(X_train, y_train, cfg["pool_size"],
+                                                      random_state=0)
+        pool = (X_pool, y_pool)
+    return X_train, y_train, X_test, y_test, names, meta, pool
+
+
+def flat(X):
+    return X.reshape(len(X), -1).astype(np.float32) / 255.0
+
+
+def make_candidates(cell, y_train, X_train, pool, n_classes):
+    """Candidate matrix of a cell's training set (seeded by the cell's seed);
+    also the fitted panel for the panel protocol."""
+    from sklearn_npll import make_partial_labels
+    from sklearn_npll.datasets import make_annotator_partial_labels
+
+    p = setting_params(cell["protocol"], cell["setting"])
+    if cell["protocol"] == "synthetic":
+        Y = make_partial_labels(y_train, p["q"], p["eta"], n_classes=n_classes,
+                                random_state=cell["seed"])
+        return Y, None
+    X_pool, y_pool = pool
+    Y, _, panel = make_annotator_partial_labels(
+        flat(X_train), y_train, flat(X_pool), y_pool, random_state=cell["seed"], **p)
+    return Y, panel
+
+
+# ------------------------------------------------------------ estimators
+def _callbacks():
+    from skorch.callbacks import Callback
+
+    class TestAccuracy(Callback):
+        """Test accuracy after every epoch, recorded as ``test_acc``."""
+
+        def __init__(self, X, y):
+            self.X, self.y = X, y
+
+        def on_epoch_end(self, net, **kwargs):
+            net.history.record("test_acc", float(np.mean(net.predict(self.X) == self.y)))
+
+    class TrustedPrecision(Callback):
+        """True quality of Co-Reg's division, for the benchmark only: the
+        fraction of each trusted split whose candidate set holds the true
+        label (``trusted_clean_a/b``), and the fraction of all clean samples
+        that were trusted (``trusted_recall_a/b``)."""
+
+        def __init__(self, clean):
+            self.clean = np.asarray(clean, dtype=bool)
+
+        def on_epoch_end(self, net, **kwargs):
+            division = getattr(net, "_bench_divisions", None)
+            if not division:
+                return
+            for name, P in zip("ab", division):
+                P = np.asarray(P)
+                net.history.record(f"trusted_clean_{name}",
+                                   float(self.clean[P].mean()) if len(P) else float("nan"))
+                net.history.record(f"trusted_recall_{name}",
+                                   float(self.clean[P].sum() / max(self.clean.sum(), 1)))
+            net._bench_divisions = []
+
+    return TestAccuracy, TrustedPrecision
+
+
+def _tracked_coreg():
+    from sklearn_npll import CoRegClassifier
+
+    class TrackedCoReg(CoRegClassifier):
+        """CoRegClassifier that remembers the trusted splits of the last
+        division (read by the TrustedPrecision callback); training is
+        unchanged."""
+
+        def _divide(self, k, net, ctx):
+            out = super()._divide(k, net, ctx)
+            if k == 0:
+                self._bench_divisions = []
+            self._bench_divisions.append(np.asarray(out["P"]))
+            return out
+
+    return TrackedCoReg
+
+
+def build_estimator(method, cfg, seed, callbacks, verbose):
+    from sklearn_npll.baselines import CCClassifier, PRODENClassifier
+
+    common = dict(max_epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                  flip=cfg["flip"], device=cfg["device"], random_state=seed,
+                  verbose=verbose, callbacks=callbacks or None)
+    if cfg.get("width"):
+        common["module__width"] = cfg["width"]
+    if method in ("cc", "supervised"):
+        return CCClassifier(**common)
+    if method == "proden":
+        return PRODENClassifier(**common)
+    if method in COREG_VARIANTS:
+        return _tracked_coreg()(warmup_epochs=cfg["warmup"],
+                                start_contrastive=cfg["start_contrastive"],
+                                **COREG_VARIANTS[method], **common)
+    raise ValueError(f"unknown method {method!r}")
+
+
+def encoder_name(cfg, shape):
+    from sklearn_npll._backbones import default_encoder
+
+    sample = (shape[2] if len(shape) == 3 else 1, shape[0], shape[1])
+    cls, kwargs = default_encoder(sample)
+    if cfg.get("width"):
+        kwargs = {**kwargs, "width": cfg["width"]}
+    return f"{cls.__name__}({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
+
+
+# ------------------------------------------------------------------ cells
+def machine_info(device):
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "device": device}
+    try:
+        info["load_avg_at_start"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_cell(cell, cfg, out_dir, command, verbose=0):
+    """Fit and score one cell; write its JSON; return the record."""
+    import torch
+
+    torch.set_num_threads(1)
+    from sklearn_npll import candidate_stats
+
+    t0 = time.perf_counter()
+    X_train, y_train, X_test, y_test, names, meta, pool = cell_data(cfg, cell)
+    method = cell["method"]
+    record = {**cell, "config": {k: v for k, v in cfg.items() if k != "data_dir"},
+              "dataset_meta": meta, "n_train": int(len(y_train)),
+              "n_test": int(len(y_test)), "command": command,
+              "encoder": encoder_name(cfg, X_train.shape[1:]),
+              "machine": machine_info(cfg["device"])}
+    if method == "supervised":
+        Y, panel = y_train, None
+        record["candidates"] = {"mean_size": 1.0, "noise_rate": 0.0}
+    else:
+        Y, panel = make_candidates(cell, y_train, X_train, pool, len(names))
+        stats = candidate_stats(Y, y_train)
+        record["candidates"] = {"mean_size": stats["mean_size"],
+                                "noise_rate": stats["noise_rate"],
+                                "size_counts": stats["size_counts"]}
+    if method == "majority-vote":
+        t = time.perf_counter()
+        pred = panel.predict(flat(X_test))
+        record["test_accuracy"] = float(np.mean(pred == y_test))
+        record["train_accuracy_of_vote"] = float(np.mean(panel.predict(flat(X_train)) == y_train))
+        record["fit_seconds"] = time.perf_counter() - t
+    else:
+        TestAccuracy, TrustedPrecision = _callbacks()
+        callbacks = []
+        is_coreg = method in COREG_VARIANTS
+        if is_coreg and cell["seed"] == cfg["curve_seed"]:
+            callbacks.append(("test_accuracy", TestAccuracy(X_test, y_test)))
+        if is_coreg:
+            clean = np.asarray(Y)[np.arange(len(y_train)), y_train] > 0
+            callbacks.append(("trusted_precision", TrustedPrecision(clean)))
+        clf = build_estimator(method, cfg, cell["seed"], callbacks, verbose)
+        t = time.perf_counter()
+        clf.fit(X_train, Y)
+        record["fit_seconds"] = time.perf_counter() - t
+        pred = clf.predict(X_test)
+        record["test_accuracy"] = float(np.mean(pred == y_test))
+        dist = getattr(clf, "label_distribution_", None)
+        if dist is not None:
+            record["train_label_accuracy"] = float(np.mean(np.argmax(dist, 1) == y_train))
+        keys = ["epoch", "dur", "lr", "train_loss", "n_trusted_a", "n_trusted_b",
+                "noise_rate", "test_acc", "trusted_clean_a", "trusted_clean_b",
+                "trusted_recall_a", "trusted_recall_b", "loss_x", "loss_u",
+                "loss_prototype", "loss_contrastive", "loss_pce", "loss", "mean_max_weight"]
+        hist = []
+        for row in clf.history:
+            hist.append({k: _jsonable(row[k]) for k in keys if k in row})
+        record["epoch_seconds_median"] = float(np.median([h["dur"] for h in hist]))
+        if is_coreg:
+            record["history"] = hist
+            if getattr(clf, "trust_", None) is not None:
+                trusted = (clf.trust_ > clf.p_threshold)
+                record["final_trusted"] = [int(v) for v in trusted.sum(1)]
+        else:
+            record["history"] = [{k: h[k] for k in ("epoch", "dur", "test_acc")
+                                  if k in h} for h in hist]
+    record["wall_seconds"] = time.perf_counter() - t0
+    write_json(out_dir / (cell_name(cell) + ".json"), record)
+    return record
+
+
+def _jsonable(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
+
+
+def write_json(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=_jsonable))
+    os.replace(tmp, path)
+
+
+def _worker(args):
+    cell, cfg, out_dir, command, verbose = args
+    try:
+        return run_cell(cell, cfg, Path(out_dir), command, verbose), None
+    except Exception:  # a failed cell is reported, the run goes on
+        return None, traceback.format_exc()
+
+
+def _init_worker():
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# -------------------------------------------------------------- planning
+def experiment_cells(exp):
+    protocol = exp["protocol"]
+    if protocol == "synthetic":
+        settings = parse_grid(exp.get("grid") or "0.1:0.1,0.1:0.3,0.3:0.3")
+    else:
+        settings = parse_panel(exp.get("panel") or "3:5:0.5:1,2:2:0.3:1")
+    cells = []
+    for seed in exp["seeds"]:
+        for method in exp["methods"]:
+            if method == "majority-vote" and protocol != "panel":
+                continue
+            for setting in ([TRUE_LABELS] if method == "supervised" else settings):
+                cells.append({"dataset": exp["dataset"], "protocol": protocol,
+                              "setting": setting, "method": method, "seed": int(seed)})
+    return cells
+
+
+def experiment_config(exp, args):
+    base = CONFIGS[args.config]
+    if exp["dataset"] not in base:
+        raise ValueError(f"no {args.config} configuration for {exp['dataset']}")
+    cfg = dict(base[exp["dataset"]])
+    cfg["device"] = args.device or base["device"]
+    for key in ("epochs", "warmup", "start_contrastive", "batch_size", "lr", "width",
+                "n_train", "n_test", "pool_size", "pad_to"):
+        value = getattr(args, key, None)
+        if value is not None:
+            cfg[key] = value
+    if cfg["warmup"] + cfg["start_contrastive"] >= cfg["epochs"] - 1:
+        print(f"warning: {exp['dataset']}: warmup + start_contrastive >= epochs - 1, the "
+              "contrastive term never switches on", file=sys.stderr)
+    cfg["data_dir"] = args.data_dir
+    cfg["flip"] = exp["dataset"] in ("fashion-mnist", "cifar10")
+    cfg["curve_seed"] = min(exp["seeds"])
+    cfg["config_name"] = args.config
+    return cfg
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=sorted(SUITES),
+                   help="run a predefined list of experiments (its --config is implied)")
+    p.add_argument("--dataset", choices=["digits", "fashion-mnist", "mnist", "cifar10"])
+    p.add_argument("--protocol", choices=["synthetic", "panel"], default="synthetic")
+    p.add_argument("--grid", help='synthetic settings "q:eta,q:eta"')
+    p.add_argument("--panel", help='panel settings "annotators:shots:fraction:top_k,..."')
+    p.add_argument("--methods", nargs="+", choices=METHODS,
+                   default=["cc", "proden", "coreg", "supervised"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--warmup", type=int, help="Co-Reg warm-up epochs")
+    p.add_argument("--start-contrastive", type=int, dest="start_contrastive",
+                   help="Co-Reg: contrastive/prototype terms on after warmup + this")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--width", type=int, help="SmallCNN width (images under 32 px)")
+    p.add_argument("--n-train", type=int, dest="n_train")
+    p.add_argument("--n-test", type=int, dest="n_test")
+    p.add_argument("--pool-size", type=int, dest="pool_size",
+                   help="panel protocol: labelled pool carved from the training set")
+    p.add_argument("--pad-to", type=int, dest="pad_to", help="zero-pad images to this size")
+    p.add_argument("--device", help="cpu, cuda, ... (default: from --config)")
+    p.add_argument("--data-dir", dest="data_dir",
+                   help="folder with the Fashion-MNIST IDX files or cifar-10-batches-py")
+    p.add_argument("--out", default=str(HERE / "results"), help="folder of the JSON cells")
+    p.add_argument("--jobs", type=int, default=1, help="cells fitted in parallel processes")
+    p.add_argument("--verbose", type=int, default=0, help="estimators' per-epoch lines")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    args = p.parse_args(argv)
+
+    if args.suite:
+        args.config = args.suite
+        experiments = SUITES[args.suite]
+    else:
+        if not args.dataset:
+            p.error("give --dataset (or --suite)")
+        experiments = [dict(dataset=args.dataset, protocol=args.protocol, grid=args.grid,
+                            panel=args.panel, methods=args.methods, seeds=args.seeds)]
+    argv_used = sys.argv[1:] if argv is None else list(argv)
+    command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in argv_used)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    todo, seen, skipped = [], set(), 0
+    for exp in experiments:
+        cfg = experiment_config(exp, args)
+        for cell in experiment_cells(exp):
+            name = cell_name(cell)
+            if name in seen:
+                continue
+            seen.add(name)
+            if (out_dir / (name + ".json")).exists():
+                skipped += 1
+                continue
+            todo.append((cell, cfg))
+    print(f"{len(todo)} cells to run, {skipped} already done (in {out_dir})", flush=True)
+    if args.dry_run:
+        for cell, cfg in todo:
+            print("  " + cell_name(cell))
+        return 0
+
+    start = time.perf_counter()
+    jobs = [(cell, cfg, str(out_dir), command, args.verbose) for cell, cfg in todo]
+    failures = 0
+
+    def report(i, record, error, cell):
+        nonlocal failures
+        elapsed = (time.perf_counter() - start) / 60
+        head = f"[{i}/{len(todo)} {elapsed:5.1f} min] {cell_name(cell)}"
+        if error:
+            failures += 1
+            print(f"{head}: FAILED\n{error}", flush=True)
+            return
+        c = record["candidates"]
+        extra = ""
+        if "history" in record and record["history"] and "n_trusted_a" in record["history"][-1]:
+            h = record["history"][-1]
+            extra = f" trusted {h['n_trusted_a']}/{h['n_trusted_b']} of {record['n_train']}"
+        print(f"{head}: acc {record['test_accuracy']:.4f} (set {c['mean_size']:.2f}, "
+              f"noise {c['noise_rate']:.3f}){extra} {record['wall_seconds']:.1f}s", flush=True)
+
+    if args.jobs <= 1:
+        _init_worker()
+        for i, job in enumerate(jobs, 1):
+            record, error = _worker(job)
+            report(i, record, error, job[0])
+    else:
+        ctx = mp.get_context("spawn")
+        with cf.ProcessPoolExecutor(args.jobs, mp_context=ctx,
+                                    initializer=_init_worker) as pool:
+            futures = {pool.submit(_worker, job): job[0] for job in jobs}
+            for i, fut in enumerate(cf.as_completed(futures), 1):
+                record, error = fut.result()
+                report(i, record, error, futures[fut])
+    print(f"done: {len(todo) - failures} cells in "
+          f"{(time.perf_counter() - start) / 60:.1f} min, {failures} failed", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

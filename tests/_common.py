@@ -3,6 +3,7 @@
 import json
 
 import torch
+from torch import nn
 
 # The expected failures of scikit-learn's common checks for the skorch-based
 # estimators, each with its reason.
@@ -42,3 +43,17 @@ def save_tiny_clip(folder):
     path = folder / "tiny_clip.pt"
     torch.save(model.state_dict(), path)
     return str(path)
+
+
+class NaNEncoder(nn.Module):
+    """An encoder for 5 features whose output is NaN: training must stop with
+    an error naming the epoch and the term."""
+
+    out_features = 4
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(5, 4)
+
+    def forward(self, x):
+        return self.layer(x) * float("nan")

@@ -20,7 +20,7 @@ from sklearn_npll._nets import ClassifierNetwork
 from sklearn_npll.baselines import cc_loss, proden_loss
 from sklearn_npll.callbacks import TrainingCheckpoint
 
-from _common import EXPECTED_FAILED_CHECKS
+from _common import EXPECTED_FAILED_CHECKS, NaNEncoder
 
 ESTIMATORS = [PRODENClassifier, CCClassifier]
 FAST = dict(batch_size=16, module__hidden_sizes=(32,), lr=0.05, random_state=0)
@@ -220,18 +220,8 @@ def test_bad_augment_and_divergence_raise_clear_errors(cls, data):
     with pytest.raises(ValueError, match="augment must be one of"):
         cls(max_epochs=1, augment="heavy", **FAST).fit(X, Y)
 
-    class Broken(nn.Module):
-        out_features = 4
-
-        def __init__(self):
-            super().__init__()
-            self.layer = nn.Linear(5, 4)
-
-        def forward(self, x):
-            return self.layer(x) * float("nan")
-
     with pytest.raises(FloatingPointError, match=r"epoch 0.*'loss'"):
-        cls(Broken, max_epochs=1, batch_size=16, random_state=0).fit(X, Y)
+        cls(NaNEncoder, max_epochs=1, batch_size=16, random_state=0).fit(X, Y)
 
 
 def _checked_estimators():

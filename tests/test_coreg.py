@@ -14,6 +14,8 @@ from sklearn_npll.callbacks import TrainingCheckpoint
 from sklearn_npll._backbones import MLP, PreActResNet18, SmallCNN
 from sklearn_npll._nets import CoRegNetwork
 
+from _common import NaNEncoder
+
 FAST = dict(batch_size=16, queue_size=64, proj_dim=16, module__hidden_sizes=(32,),
             random_state=0)
 
@@ -217,17 +219,7 @@ def test_user_encoder_with_module_params(data):
 def test_nan_loss_stops_with_epoch_and_term(data):
     X, _, Y = data
 
-    class Broken(nn.Module):
-        out_features = 4
-
-        def __init__(self):
-            super().__init__()
-            self.layer = nn.Linear(5, 4)
-
-        def forward(self, x):
-            return self.layer(x) * float("nan")
-
-    clf = CoRegClassifier(Broken, max_epochs=2, warmup_epochs=1, batch_size=16,
+    clf = CoRegClassifier(NaNEncoder, max_epochs=2, warmup_epochs=1, batch_size=16,
                           queue_size=32, random_state=0)
     with pytest.raises(FloatingPointError, match=r"epoch 0.*loss_pce"):
         clf.fit(X, Y)

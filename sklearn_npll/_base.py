@@ -27,7 +27,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 from torch import nn
 
-from ._augment import PerSample, channel_stats, make_augmenters
+from ._augment import Normalize, PerSample, channel_stats, make_augmenters
 from ._backbones import default_encoder
 from ._callbacks import CosineLR
 from ._candidates import check_candidates
@@ -405,7 +405,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
                     f"validation_fraction={self.validation_fraction} leaves no sample for "
                     f"training or validation with {len(data)} samples.")
             order = np.random.RandomState(self._fit_seed("validation")).permutation(len(data))
-            ctx.valid_data = _Subset(data, order[:n_valid])
+            ctx.valid_data = data.subset(order[:n_valid])
             ctx.valid_Y = Y[order[:n_valid]]
             ctx.extra["train_rows"] = np.sort(order[n_valid:])
         if isinstance(data, TensorData) and device.type == "cuda":
@@ -488,8 +488,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         networks = self.inference_networks()
         for network in networks:
             network.eval()
-        test = make_augmenters(self.sample_shape_, mean=self.input_mean_,
-                               std=self.input_std_)["test"]
+        test = Normalize(mean=self.input_mean_, std=self.input_std_)
         device = torch.device(self.device_)
         batch_size = 2 * self.batch_size
         out = []
@@ -591,19 +590,3 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         self.device_ = str(self.device)
         self.device = requested
 
-
-class _Subset(InputData):
-    """Rows of another input, read through it."""
-
-    def __init__(self, data, rows):
-        self.base, self.rows = data, np.asarray(rows)
-        self.kind, self.sample_shape, self.dtype = data.kind, data.sample_shape, data.dtype
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        return self.base[int(self.rows[i])]
-
-    def get_batch(self, indices):
-        return self.base.get_batch(self.rows[np.asarray(indices)])

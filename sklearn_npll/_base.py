@@ -31,6 +31,7 @@ from ._augment import Normalize, PerSample, channel_stats, make_augmenters
 from ._backbones import default_encoder
 from ._callbacks import CosineLR
 from ._candidates import check_candidates
+from ._image_store import check_image_size, load_images
 from ._inputs import AnnotatedImages, InputData, TensorData, _is_pil_image, as_input_data
 from .metrics import covering_rate
 
@@ -146,6 +147,10 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         "device": [str, torch.device, None],
         "random_state": ["random_state"],
         "warm_start": ["boolean"],
+        "image_size": [None, StrOptions({"auto"}), Interval(Integral, 1, None, closed="left"),
+                       tuple, list],
+        "memory_budget": [None, Interval(Integral, 0, None, closed="left")],
+        "num_workers": [None, Interval(Integral, -1, None, closed="left")],
     }
 
     # ------------------------------------------------------------------ init
@@ -261,9 +266,12 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         return (self._seed_ + zlib.crc32(purpose.encode())) % (2**31 - 1)
 
     def _check_X(self, X, reset):
-        if isinstance(X, (np.ndarray, list, tuple)) and np.ndim(X) == 1 \
-                and not isinstance(X[0] if len(X) else None, (str, os.PathLike)) \
-                and not _is_pil_image(X[0] if len(X) else None):
+        first = X[0] if isinstance(X, (np.ndarray, list, tuple)) and len(X) else None
+        # paths, PIL images and arrays of mixed sizes are not one numpy array:
+        # np.ndim would fail on them
+        if isinstance(X, (np.ndarray, list, tuple)) \
+                and not isinstance(first, (str, os.PathLike, np.ndarray, torch.Tensor)) \
+                and not _is_pil_image(first) and np.ndim(X) == 1:
             raise ValueError(
                 f"Expected 2D array, got 1D array instead: array of shape {np.shape(X)}. "
                 "Reshape your data either using array.reshape(-1, 1) if your data has a "
@@ -272,7 +280,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
             X = validate_data(self, X, reset=reset, dtype=np.float32)
             data = as_input_data(X)
         else:
-            data = as_input_data(X)
+            data = self._load_images(X, reset)
             if data.kind == "features":
                 if reset:
                     self.n_features_in_ = data.sample_shape[0]
@@ -284,6 +292,22 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
             raise ValueError(
                 f"Samples of X have shape {tuple(data.sample_shape)}, but the model was "
                 f"fitted on samples of shape {tuple(self.sample_shape_)}.")
+        return data
+
+    def _load_images(self, X, reset):
+        """Read X, decoding files, PIL images and datasets once into a store at
+        the training size (``image_size_``, resolved at fit, applied later)."""
+        if reset:
+            size, mode = self.image_size, None
+        else:
+            size = None if self.image_size is None else getattr(self, "image_size_", None)
+            channels = self.sample_shape_[0] if len(self.sample_shape_) == 3 else None
+            mode = {1: "L", 3: "RGB"}.get(channels)
+        data, resolved = load_images(X, size, mode=mode, memory_budget=self.memory_budget,
+                                     num_workers=self.num_workers,
+                                     verbose=self.verbose if reset else 0)
+        if reset:
+            self.image_size_ = resolved
         return data
 
     def _check_training_data(self, X, y, reset=True):
@@ -363,6 +387,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         validate_parameter_constraints(
             self._parameter_constraints, self.get_params(deep=False),
             caller_name=type(self).__name__)
+        check_image_size(self.image_size)
         data, Y, classes = self._check_training_data(X, y)
         self.classes_ = classes
         self.n_classes_ = len(classes)

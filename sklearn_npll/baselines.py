@@ -146,6 +146,9 @@ class _OneNetworkClassifier(PartialLabelNet):
         padding=None,
         weak_augment=None,
         strong_augment=None,
+        image_size="auto",
+        memory_budget=2**31,
+        num_workers=None,
         validation_fraction=None,
         callbacks=None,
         verbose=0,
@@ -167,6 +170,9 @@ class _OneNetworkClassifier(PartialLabelNet):
         self.padding = padding
         self.weak_augment = weak_augment
         self.strong_augment = strong_augment
+        self.image_size = image_size
+        self.memory_budget = memory_budget
+        self.num_workers = num_workers
         self.validation_fraction = validation_fraction
         self.callbacks = callbacks
         self.verbose = verbose
@@ -279,6 +285,26 @@ class PRODENClassifier(_OneNetworkClassifier):
     weak_augment, strong_augment : callable or None, default=None
         Your own per-sample transforms on one ``(C, H, W)`` tensor in
         [0, 1], in place of the built-in weak and strong augmentations.
+    image_size : "auto", None, int or (height, width), default="auto"
+        Training size of image inputs. "auto" keeps images of one size as
+        they are and resizes mixed sizes to a square whose side is the
+        median shorter side, capped at 128 px (printed at ``verbose >= 1``);
+        an int (square) or a pair resizes every image: antialiased scaling
+        that keeps the aspect ratio until the image covers the target, then
+        a centre crop. None requires images of one size. The size used is
+        ``image_size_`` and is applied at prediction. Colour modes are
+        unified: grey (1 channel) if every image is grey, otherwise RGB
+        (alpha dropped, palettes expanded).
+    memory_budget : int or None, default=2**31
+        File paths, PIL images and datasets are decoded and resized once per
+        fit into a uint8 store (float32 for float datasets); a store larger
+        than this many bytes (2 GiB by default) is a memory-mapped temporary
+        file instead of memory. None keeps it in memory.
+    num_workers : int or None, default=None
+        Processes decoding images into the store (a torch ``DataLoader``'s
+        ``num_workers``; large JPEGs decode at reduced scale). None: one per
+        core, up to 8, for 256 images or more, otherwise none; -1: one per
+        core; 0: the main process.
     validation_fraction : float or None, default=None
         Hold out this fraction of the training samples and record the
         covering rate of predictions on them as ``valid_covering_rate`` each
@@ -303,6 +329,9 @@ class PRODENClassifier(_OneNetworkClassifier):
     classes_ : ndarray of shape (n_classes,)
         Class labels (names when known).
     n_classes_ : int
+    image_size_ : tuple (height, width) or None
+        Size of the images the networks were trained on (None for feature
+        vectors).
     module_ : ClassifierNetwork
         The network.
     proden_state_ : PRODENState
@@ -408,6 +437,26 @@ class CCClassifier(_OneNetworkClassifier):
     weak_augment, strong_augment : callable or None, default=None
         Your own per-sample transforms on one ``(C, H, W)`` tensor in
         [0, 1], in place of the built-in weak and strong augmentations.
+    image_size : "auto", None, int or (height, width), default="auto"
+        Training size of image inputs. "auto" keeps images of one size as
+        they are and resizes mixed sizes to a square whose side is the
+        median shorter side, capped at 128 px (printed at ``verbose >= 1``);
+        an int (square) or a pair resizes every image: antialiased scaling
+        that keeps the aspect ratio until the image covers the target, then
+        a centre crop. None requires images of one size. The size used is
+        ``image_size_`` and is applied at prediction. Colour modes are
+        unified: grey (1 channel) if every image is grey, otherwise RGB
+        (alpha dropped, palettes expanded).
+    memory_budget : int or None, default=2**31
+        File paths, PIL images and datasets are decoded and resized once per
+        fit into a uint8 store (float32 for float datasets); a store larger
+        than this many bytes (2 GiB by default) is a memory-mapped temporary
+        file instead of memory. None keeps it in memory.
+    num_workers : int or None, default=None
+        Processes decoding images into the store (a torch ``DataLoader``'s
+        ``num_workers``; large JPEGs decode at reduced scale). None: one per
+        core, up to 8, for 256 images or more, otherwise none; -1: one per
+        core; 0: the main process.
     validation_fraction : float or None, default=None
         Hold out this fraction of the training samples and record the
         covering rate of predictions on them as ``valid_covering_rate`` each
@@ -431,6 +480,9 @@ class CCClassifier(_OneNetworkClassifier):
     classes_ : ndarray of shape (n_classes,)
         Class labels (names when known).
     n_classes_ : int
+    image_size_ : tuple (height, width) or None
+        Size of the images the networks were trained on (None for feature
+        vectors).
     module_ : ClassifierNetwork
         The network.
     label_distribution_ : ndarray of shape (n_samples, n_classes)

@@ -109,6 +109,26 @@ class CoRegClassifier(PartialLabelNet):
         Your own per-sample transforms (e.g. ``torchvision.transforms.v2``)
         on one ``(C, H, W)`` tensor in [0, 1] (uint8 input is converted), in
         place of the built-in weak and strong augmentations.
+    image_size : "auto", None, int or (height, width), default="auto"
+        Training size of image inputs. "auto" keeps images of one size as
+        they are and resizes mixed sizes to a square whose side is the
+        median shorter side, capped at 128 px (printed at ``verbose >= 1``);
+        an int (square) or a pair resizes every image: antialiased scaling
+        that keeps the aspect ratio until the image covers the target, then
+        a centre crop. None requires images of one size. The size used is
+        ``image_size_`` and is applied at prediction. Colour modes are
+        unified: grey (1 channel) if every image is grey, otherwise RGB
+        (alpha dropped, palettes expanded).
+    memory_budget : int or None, default=2**31
+        File paths, PIL images and datasets are decoded and resized once per
+        fit into a uint8 store (float32 for float datasets); a store larger
+        than this many bytes (2 GiB by default) is a memory-mapped temporary
+        file instead of memory. None keeps it in memory.
+    num_workers : int or None, default=None
+        Processes decoding images into the store (a torch ``DataLoader``'s
+        ``num_workers``; large JPEGs decode at reduced scale). None: one per
+        core, up to 8, for 256 images or more, otherwise none; -1: one per
+        core; 0: the main process.
     predict_networks : {"both", "first"}, default="both"
         "first" predicts with network A alone, for half the inference cost.
     validation_fraction : float or None, default=None
@@ -135,6 +155,9 @@ class CoRegClassifier(PartialLabelNet):
     classes_ : ndarray of shape (n_classes,)
         Class labels (names when known).
     n_classes_ : int
+    image_size_ : tuple (height, width) or None
+        Size of the images the networks were trained on (None for feature
+        vectors).
     module_, module2_ : CoRegNetwork
         Networks A and B (encoder, heads, momentum copy, queue, memory).
     coreg_state_ : CoRegState
@@ -204,6 +227,9 @@ class CoRegClassifier(PartialLabelNet):
         padding=None,
         weak_augment=None,
         strong_augment=None,
+        image_size="auto",
+        memory_budget=2**31,
+        num_workers=None,
         predict_networks="both",
         validation_fraction=None,
         callbacks=None,
@@ -246,6 +272,9 @@ class CoRegClassifier(PartialLabelNet):
         self.padding = padding
         self.weak_augment = weak_augment
         self.strong_augment = strong_augment
+        self.image_size = image_size
+        self.memory_budget = memory_budget
+        self.num_workers = num_workers
         self.predict_networks = predict_networks
         self.validation_fraction = validation_fraction
         self.callbacks = callbacks

@@ -1,0 +1,419 @@
+"""Images of any size and colour mode, decoded once into one uint8 store.
+
+The classifiers train on many passes over their images. :func:`load_images`
+turns file paths, lists of PIL images and torch datasets into an in-memory
+:class:`~sklearn_npll._inputs.TensorData` (or one backed by a temporary
+memory-mapped file when it would exceed a memory budget) at the training
+resolution, decoding each image exactly once with parallel workers (a torch
+``DataLoader``) and JPEG draft mode, so a large photo is decoded at a reduced
+scale and never held at full resolution longer than one image at a time.
+
+Size policy (``image_size``):
+
+- ``None``: images must share one size (the library's original rule);
+- an int ``s`` or a pair ``(h, w)``: every image is scaled (antialiased
+  bilinear) so that it covers the target, keeping its aspect ratio, then
+  centre-cropped to it; an int gives a square ``s x s``;
+- ``"auto"``: images of one size keep it; mixed sizes are resized (as above)
+  to a square whose side is the median shorter side of the images, capped at
+  :data:`AUTO_SIZE_CAP` pixels.
+
+Colour modes: if every image is grey (PIL modes "1", "L", "LA", "I", "F", ...)
+the store has one channel ("L"); otherwise every image is converted to RGB
+(alpha is dropped, palettes are expanded).
+"""
+
+import math
+import os
+import tempfile
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ._inputs import (
+    _GREY_MODES,
+    AnnotatedImages,
+    InputData,
+    TensorData,
+    _is_pil_image,
+    as_input_data,
+)
+
+__all__ = ["load_images", "AUTO_SIZE_CAP", "DEFAULT_MEMORY_BUDGET", "check_image_size"]
+
+#: Largest side (pixels) that ``image_size="auto"`` resizes mixed sizes to.
+AUTO_SIZE_CAP = 128
+
+#: Stores larger than this many bytes go to a memory-mapped temporary file.
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3
+
+#: Datasets are not opened twice: ``"auto"`` reads the sizes of this many
+#: items (the first ones) to resolve a size.
+DATASET_SIZE_SAMPLE = 64
+
+# Images decoded per DataLoader batch: the decode pass holds at most
+# (2 * workers + 1) such batches at the training resolution, plus one image
+# being decoded per worker.
+_DECODE_BATCH = 32
+# Fewer images than this are decoded in the main process (starting worker
+# processes would cost more than it saves).
+_MIN_PARALLEL = 256
+
+
+def check_image_size(image_size):
+    """Validate ``image_size``; return ``"auto"``, None or ``(h, w)``."""
+    if image_size is None or (isinstance(image_size, str) and image_size == "auto"):
+        return image_size
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+        size = (int(image_size), int(image_size))
+    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2 and all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in image_size):
+        size = (int(image_size[0]), int(image_size[1]))
+    else:
+        raise ValueError(
+            f"image_size must be 'auto', None, an int or a pair (height, width) of ints; "
+            f"got {image_size!r}.")
+    if min(size) < 1:
+        raise ValueError(f"image_size must be positive; got {image_size!r}.")
+    return size
+
+
+def resolve_auto_size(sizes):
+    """The ``"auto"`` size for images of sizes ``sizes`` (a list of (h, w)).
+
+    One size for all keeps that size; mixed sizes give a square whose side is
+    the median shorter side, capped at :data:`AUTO_SIZE_CAP`.
+    """
+    sizes = [(int(h), int(w)) for h, w in sizes]
+    if len(set(sizes)) == 1:
+        return sizes[0]
+    side = int(min(np.median([min(s) for s in sizes]), AUTO_SIZE_CAP))
+    return (side, side)
+
+
+def cover_size(size, target):
+    """Size ``(h, w)`` that scales ``size`` (keeping its aspect ratio) to just
+    cover ``target``; the centre crop of that to ``target`` is the result."""
+    (h, w), (th, tw) = size, target
+    scale = max(th / h, tw / w)
+    return max(th, round(h * scale)), max(tw, round(w * scale))
+
+
+def fit_to_size(image, target):
+    """Resize a PIL image or a ``(C, H, W)`` tensor to ``target`` (h, w):
+    antialiased bilinear scaling to cover it, then a centre crop. An image of
+    that size is returned unchanged."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    size = (image.height, image.width) if _is_pil_image(image) else tuple(image.shape[-2:])
+    if tuple(size) == tuple(target):
+        return image
+    image = F.resize(image, list(cover_size(size, target)),
+                     interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return F.center_crop(image, list(target))
+
+
+def _pil_to_chw(img):
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        return torch.from_numpy(arr.copy()).unsqueeze(0)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def _file_error(path, i, exc):
+    return ValueError(
+        f"Could not read image file {path!r} (sample {i}): {type(exc).__name__}: {exc}. "
+        "Check that the file exists and is an image PIL can open.")
+
+
+def _read_header(path, i):
+    """(height, width) and PIL mode of an image file, without decoding it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return (im.size[1], im.size[0]), im.mode
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise _file_error(path, i, exc) from exc
+
+
+# --------------------------------------------------------------------------
+# One decoded sample per index (run in DataLoader workers)
+# --------------------------------------------------------------------------
+
+
+class _FileDecoder:
+    def __init__(self, paths, mode, size):
+        self.paths, self.mode, self.size = paths, mode, size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        path = self.paths[i]
+        try:
+            with Image.open(path) as im:
+                if self.size is not None and (im.size[1], im.size[0]) != self.size:
+                    h, w = cover_size((im.size[1], im.size[0]), self.size)
+                    # JPEG only: decode at the smallest 1/2, 1/4 or 1/8 scale
+                    # that still covers the target (a no-op for other formats)
+                    im.draft(self.mode, (w, h))
+                im = im.convert(self.mode)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise _file_error(path, i, exc) from exc
+        if self.size is not None:
+            im = fit_to_size(im, self.size)
+        return _pil_to_chw(im)
+
+
+class _PILDecoder:
+    def __init__(self, images, mode, size):
+        self.images, self.mode, self.size = images, mode, size
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        im = self.images[i].convert(self.mode)
+        if self.size is not None:
+            im = fit_to_size(im, self.size)
+        return _pil_to_chw(im)
+
+
+class _DatasetDecoder:
+    """Items of a torch dataset, converted like :class:`DatasetImages` and,
+    when their size differs, resized; ``channels`` fixes grey or colour."""
+
+    def __init__(self, source, size, channels, dtype):
+        self.source = source  # a DatasetImages
+        self.size, self.channels, self.dtype = size, channels, dtype
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        x = self.source._load(i)
+        if x.ndim == 3:
+            if x.shape[0] != self.channels:
+                x = x.expand(3, -1, -1) if x.shape[0] == 1 else x[:1]
+            if self.size is not None:
+                x = fit_to_size(x, self.size)
+        if x.dtype != self.dtype:
+            if self.dtype == torch.float32 and x.dtype == torch.uint8:
+                x = x.float() / 255.0
+            else:
+                raise ValueError(
+                    f"Dataset item {i} is a float image but item 0 is uint8; give every "
+                    "image the same pixel type.")
+        return x.contiguous()
+
+
+class _Indexed(Dataset):
+    def __init__(self, decode):
+        self.decode = decode
+
+    def __len__(self):
+        return len(self.decode)
+
+    def __getitem__(self, i):
+        return i, self.decode[i]
+
+
+def _collate(items):
+    return torch.tensor([i for i, _ in items]), torch.stack([x for _, x in items])
+
+
+def _n_workers(num_workers, n):
+    if num_workers is None:
+        return 0 if n < _MIN_PARALLEL else min(8, os.cpu_count() or 1)
+    if num_workers < 0:
+        return os.cpu_count() or 1
+    return int(num_workers)
+
+
+def decode_into_store(decode, sample_shape, dtype, *, memory_budget=DEFAULT_MEMORY_BUDGET,
+                      num_workers=None, kind="images"):
+    """Decode every sample once into one array: in memory, or in a temporary
+    memory-mapped file when it would take more than ``memory_budget`` bytes.
+
+    Parameters
+    ----------
+    decode : sequence
+        ``decode[i]`` returns sample ``i`` as a CPU tensor of ``sample_shape``.
+    sample_shape : tuple of int
+    dtype : torch.dtype
+    memory_budget : int or None
+        None keeps the store in memory whatever its size.
+    num_workers : int or None
+        DataLoader worker processes; None: up to 8 (one per core) for 256
+        samples or more, otherwise the main process; -1: one per core.
+    kind : {"images", "features"}
+
+    Returns
+    -------
+    data : TensorData
+        Its tensor is a view of ``data.store`` (a numpy array, or a
+        ``np.memmap`` with ``data.on_disk`` True).
+    """
+    n = len(decode)
+    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    nbytes = n * math.prod(sample_shape) * np_dtype.itemsize
+    on_disk = memory_budget is not None and nbytes > memory_budget
+    if on_disk:
+        # An unnamed temporary file: removed by the system once unmapped.
+        store = np.memmap(tempfile.TemporaryFile(prefix="sklearn_npll-"), dtype=np_dtype,
+                          mode="w+", shape=(n, *sample_shape))
+    else:
+        store = np.empty((n, *sample_shape), dtype=np_dtype)
+    workers = _n_workers(num_workers, n)
+    loader = DataLoader(_Indexed(decode), batch_size=_DECODE_BATCH, num_workers=workers,
+                        collate_fn=_collate)
+    for idx, batch in loader:
+        store[idx.numpy()] = batch.numpy()
+    data = TensorData(torch.from_numpy(store), kind=kind)
+    data.store, data.on_disk = store, on_disk
+    return data
+
+
+# --------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------
+
+
+def _say(verbose, message):
+    if verbose and verbose >= 1:
+        print(message, flush=True)
+
+
+def _resolve(image_size, sizes, verbose, what):
+    """Target size from the policy and the images' sizes (None: no resize)."""
+    distinct = sorted({tuple(s) for s in sizes})
+    if image_size is None:
+        if len(distinct) > 1:
+            (h0, w0), (h1, w1) = distinct[:2]
+            raise ValueError(
+                f"The {what} have {len(distinct)} different sizes (e.g. {h0}x{w0} and "
+                f"{h1}x{w1}, HxW) and image_size=None requires one size. Pass "
+                "image_size='auto', an int or (height, width) to resize them.")
+        return None
+    if image_size == "auto":
+        size = resolve_auto_size(sizes)
+        if len(distinct) > 1:
+            median = int(np.median([min(s) for s in sizes]))
+            _say(verbose, f"The {what} have {len(distinct)} different sizes; resizing all "
+                          f"to {size[0]}x{size[1]} (median shorter side {median} px, capped "
+                          f"at {AUTO_SIZE_CAP}). Pass image_size to choose another size.")
+        return size
+    return tuple(image_size)
+
+
+def load_images(X, image_size="auto", *, mode=None, memory_budget=DEFAULT_MEMORY_BUDGET,
+                num_workers=None, verbose=0):
+    """Read any supported input into an :class:`InputData`, images at one size.
+
+    File paths, lists of PIL images and torch datasets are decoded once into a
+    uint8 (or, for float datasets, float32) store at the target size. Arrays,
+    tensors and feature matrices are converted as by :func:`as_input_data`
+    and resized only when their size differs from an explicit target.
+
+    Parameters
+    ----------
+    X : object
+        Anything :func:`~sklearn_npll._inputs.as_input_data` accepts; lists of
+        PIL images or paths may mix sizes and colour modes.
+    image_size : "auto", None, int or (h, w)
+        Size policy; see the module documentation.
+    mode : {"L", "RGB"} or None
+        Colour mode to convert to; None decides from the images (RGB unless
+        every image is grey).
+    memory_budget : int or None, default=DEFAULT_MEMORY_BUDGET
+        Bytes above which the store is a memory-mapped temporary file.
+    num_workers : int or None
+        Decode workers, as in :func:`decode_into_store`.
+    verbose : int
+        1 or more reports a resize chosen by ``"auto"``.
+
+    Returns
+    -------
+    data : InputData
+    size : tuple (h, w) or None
+        The images' size in ``data`` (None for feature vectors).
+    """
+    if isinstance(X, AnnotatedImages):
+        X = X.images
+    image_size = check_image_size(image_size)
+    store = dict(memory_budget=memory_budget, num_workers=num_workers)
+    if isinstance(X, (list, tuple)) and len(X) and all(_is_pil_image(x) for x in X):
+        sizes = [(im.size[1], im.size[0]) for im in X]
+        size = _resolve(image_size, sizes, verbose, "images")
+        size = size or sizes[0]
+        mode = mode or ("L" if all(im.mode in _GREY_MODES for im in X) else "RGB")
+        data = decode_into_store(_PILDecoder(list(X), mode, size),
+                                 (1 if mode == "L" else 3, *size), torch.uint8, **store)
+        return data, size
+    if isinstance(X, (list, tuple)) and len(X) and all(
+            isinstance(x, (str, os.PathLike)) for x in X):
+        paths = [os.fspath(p) for p in X]
+        headers = [_read_header(p, i) for i, p in enumerate(paths)]
+        sizes = [size for size, _ in headers]
+        size = _resolve(image_size, sizes, verbose, "image files")
+        if size is None:
+            size = sizes[0]
+        mode = mode or ("L" if all(m in _GREY_MODES for _, m in headers) else "RGB")
+        data = decode_into_store(_FileDecoder(paths, mode, size),
+                                 (1 if mode == "L" else 3, *size), torch.uint8, **store)
+        return data, size
+    if isinstance(X, Dataset) and not isinstance(X, InputData):
+        return _load_dataset(X, image_size, mode, verbose, store)
+    data = as_input_data(X)
+    if data.kind != "images":
+        return data, None
+    size = tuple(data.sample_shape[1:])
+    if image_size in (None, "auto") or tuple(image_size) == size:
+        return data, size
+    return _resize_tensor_data(data, tuple(image_size)), tuple(image_size)
+
+
+def _load_dataset(dataset, image_size, mode, verbose, store):
+    from ._inputs import DatasetImages
+
+    probe = DatasetImages(dataset)  # loads item 0: shape, dtype, grey or colour
+    if probe.kind != "images":
+        decode = _DatasetDecoder(probe, None, None, probe.dtype)
+        return decode_into_store(decode, probe.sample_shape, probe.dtype, kind="features",
+                                 **store), None
+    # sizes and colour of the first items decide the "auto" size and the mode
+    sizes, grey = [], True
+    for i in range(min(len(dataset), DATASET_SIZE_SAMPLE)):
+        item = dataset[i]
+        item = item[0] if isinstance(item, (tuple, list)) and item else item
+        if _is_pil_image(item):
+            sizes.append((item.size[1], item.size[0]))
+            grey &= item.mode in _GREY_MODES
+        else:
+            x = probe._load(i)
+            sizes.append(tuple(x.shape[1:]))
+            grey &= x.shape[0] == 1
+    size = _resolve(image_size, sizes, verbose, "dataset images")
+    if size is None:
+        # one size required: items of another size raise, naming their index
+        decode, size, shape = probe, sizes[0], probe.sample_shape
+    else:
+        mode = mode or ("L" if grey else "RGB")
+        probe._grey = mode == "L"
+        channels = 1 if mode == "L" else 3
+        decode = _DatasetDecoder(probe, size, channels, probe.dtype)
+        shape = (channels, *size)
+    return decode_into_store(decode, shape, probe.dtype, **store), size
+
+
+def _resize_tensor_data(data, size):
+    out = torch.empty((len(data), data.sample_shape[0], *size), dtype=data.dtype)
+    for start in range(0, len(data), 256):
+        batch = data.get_batch(slice(start, start + 256))
+        out[start:start + len(batch)] = fit_to_size(batch, size)
+    return TensorData(out, kind="images")

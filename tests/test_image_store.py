@@ -226,3 +226,13 @@ def test_annotator_then_coreg_on_a_folder_of_mixed_photos(mixed_folder, tmp_path
     ]).fit(mixed_folder)
     assert pipe["coreg"].image_size_[0] == pipe["coreg"].image_size_[1] < 40
     assert set(pipe.predict(mixed_folder[:4])) <= set(classes)
+
+
+@pytest.mark.parametrize("modes, channels", [(["L", "RGB", "P"], 3), (["L", "1", "LA"], 1)])
+def test_colour_if_any_file_is_colour(tmp_path, modes, channels):
+    rng = np.random.default_rng(0)
+    paths = [str(tmp_path / f"{i}.png") for i in range(len(modes))]
+    for path, mode in zip(paths, modes):
+        photo(rng, 9, 9, mode).save(path)
+    data, _ = load_images(paths, "auto")
+    assert data.sample_shape == (channels, 9, 9)

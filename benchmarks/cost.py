@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from collections import defaultdict
 from pathlib import Path
 
@@ -244,9 +245,9 @@ def _coreg_class(timers):
 
         def initialize_optimizer(self):
             super().initialize_optimizer()
-            for name in ("optimizer_", "optimizer2_"):
-                opt = getattr(self, name)
-                opt.step = timers.wrap("optimizer step", opt.step)
+            # a bound method: torch's LR schedulers patch optimizer.step.__func__
+            step = timers.wrap("optimizer step", type(self.optimizer_).step)
+            self.optimizer_.step = types.MethodType(step, self.optimizer_)
             return self
 
         def _augmenters(self):

@@ -3,9 +3,11 @@ on top of skorch's ``NeuralNet`` (callbacks, history, checkpoints), with input
 adapters, candidate-set validation, backbones, batched augmentation and
 prediction. Subclasses write only their training epoch."""
 
+import contextlib
 import copy
 import inspect
 import os
+import warnings
 import zlib
 from numbers import Integral, Real
 from dataclasses import dataclass, field
@@ -13,7 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog, ProgressBar
+from skorch.callbacks import (EpochTimer, LRScheduler, PassthroughScoring, PrintLog,
+                              ProgressBar)
+from skorch.utils import TeeGenerator
 from sklearn.base import ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.exceptions import NotFittedError
@@ -122,7 +126,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
     # data loading, criterion and compilation are handled here.
     prefixes_ = ["callbacks"]
     compile = False
-    use_caching = False
+    use_caching = "auto"
     criterion = None
     torch_load_kwargs = None
     # per-term losses stay in the history but out of the per-epoch line
@@ -195,27 +199,54 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
     # ------------------------------------------------------- skorch plumbing
     @property
     def _default_callbacks(self):
-        callbacks = [
-            ("epoch_timer", EpochTimer()),
-            ("lr_schedule", CosineLR()),
+        callbacks = [("epoch_timer", EpochTimer())]
+        if not self._user_schedules():
+            callbacks.append(("lr_schedule", CosineLR()))
+        callbacks += [
             ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
+            ("valid_loss", PassthroughScoring(name="valid_loss")),
             ("print_log", PrintLog(keys_ignored=list(self._log_keys_ignored))),
         ]
-        if self.verbose and self.verbose > 1:
+        if isinstance(self.verbose, Integral) and self.verbose > 1:
             callbacks.append(("progress_bar", ProgressBar()))
         return callbacks
 
+    def _user_schedules(self):
+        """skorch ``LRScheduler`` callbacks passed by the user: they replace
+        the built-in cosine schedule rather than fight it."""
+        callbacks = self.callbacks if isinstance(self.callbacks, list) else []
+        found = []
+        for item in callbacks:
+            cb = item[1] if isinstance(item, tuple) else item
+            if isinstance(cb, LRScheduler) or (isinstance(cb, type)
+                                               and issubclass(cb, LRScheduler)):
+                found.append(cb)
+        return found
+
     def initialize(self):
-        """Create callbacks, networks, optimizers and history."""
-        self._initialize_virtual_params()
-        self._initialize_callbacks()
-        with self._current_init_context("module"):
-            self.initialize_module()
-        with self._current_init_context("optimizer"):
-            self.initialize_optimizer()
-        self._initialize_history()
-        self._validate_params()
-        self.initialized_ = True
+        """Create callbacks, networks, optimizer and history (skorch's
+        ``initialize``); needs the shapes that :meth:`fit` reads from the
+        data, so it runs inside ``fit`` and ``partial_fit``."""
+        if not hasattr(self, "sample_shape_"):
+            raise NotFittedError(
+                f"{type(self).__name__} sizes its networks from the training data: "
+                "call fit or partial_fit instead of initialize.")
+        with self._on_resolved_device():
+            return super().initialize()
+
+    @contextlib.contextmanager
+    def _on_resolved_device(self):
+        """skorch moves modules and loaded tensors to ``self.device``; give it
+        the device resolved at fit ("auto" is not a torch device)."""
+        requested = self.device
+        self.device = getattr(self, "device_", None) or _resolve_device(requested)
+        try:
+            yield
+        finally:
+            self.device = requested
+
+    def initialize_criterion(self):
+        """No criterion: each estimator computes its own losses."""
         return self
 
     def initialize_module(self):
@@ -247,17 +278,24 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
     def network_names(self):
         return [name for name in self._modules if name.startswith("module")]
 
-    def initialize_optimizer(self):
-        for i, name in enumerate(self.network_names()):
-            module = getattr(self, name + "_")
-            params = [p for p in module.parameters() if p.requires_grad]
-            kwargs = {"lr": self.lr, **self.get_params_for("optimizer")}
-            accepted = inspect.signature(self.optimizer).parameters
-            for key in ("momentum", "weight_decay"):
-                if key in accepted and key not in kwargs:
-                    kwargs[key] = getattr(self, key)
-            suffix = "" if i == 0 else str(i + 1)
-            setattr(self, "optimizer" + suffix + "_", self.optimizer(params, **kwargs))
+    def initialize_optimizer(self, triggered_directly=None):
+        """One optimizer, ``optimizer_``, with one parameter group per network
+        (``module_``, ``module2_``, ... in order).
+
+        A step changes only the parameters that received a gradient, so each
+        network trains on its own losses; a learning-rate schedule (the
+        built-in :class:`~sklearn_npll.callbacks.CosineLR` or any skorch
+        ``LRScheduler``) sets every group, hence every network, alike.
+        """
+        kwargs = {"lr": self.lr, **self.get_params_for("optimizer")}
+        accepted = inspect.signature(self.optimizer).parameters
+        for key in ("momentum", "weight_decay"):
+            if key in accepted and key not in kwargs:
+                kwargs[key] = getattr(self, key)
+        groups = [{"params": [p for p in getattr(self, name + "_").parameters()
+                              if p.requires_grad]}
+                  for name in self.network_names()]
+        self.optimizer_ = self.optimizer(groups, **kwargs)
         return self
 
     # ------------------------------------------------------------ validation
@@ -355,20 +393,35 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         Returns
         -------
         self
+
+        Notes
+        -----
+        With ``warm_start=True`` a fitted estimator is not re-initialised:
+        training continues up to ``max_epochs`` epochs in total (counted over
+        the history), on the learning-rate schedule where it stopped. Raise
+        ``max_epochs`` to train longer: the cosine then falls on from the
+        last learning rate to its minimum at the new ``max_epochs`` (see
+        :class:`~sklearn_npll.callbacks.CosineLR`).
         """
         if not self.warm_start or not self.initialized_:
-            self._pending_fit = self._prepare_fit(X, y)
-            self.initialize()
-        return self.partial_fit(X, y)
+            self._start_fit(X, y)
+        elif len(self.history) >= self.max_epochs:
+            warnings.warn(
+                f"warm_start: {type(self).__name__} has trained {len(self.history)} epochs, "
+                f"max_epochs={self.max_epochs}; nothing to do. Raise max_epochs to train "
+                "longer, or call partial_fit for one more epoch.", UserWarning)
+        return self._train(X, y, epochs=None)
 
     def partial_fit(self, X, y=None, classes=None):
-        """Continue training up to ``max_epochs`` epochs in total (counted
-        over the history), e.g. after loading a checkpoint or raising
-        ``max_epochs``; fits from scratch when not yet initialized.
+        """Train one more epoch, as skorch's ``partial_fit`` with
+        ``max_epochs=1``: the first call initialises, each call continues the
+        learning-rate schedule from the history's length (epochs after
+        ``max_epochs`` run at the schedule's final learning rate).
 
         Parameters
         ----------
         X, y : as in :meth:`fit`
+            The same training samples on every call.
         classes : ignored
             Present for scikit-learn's API; classes come from ``y``.
 
@@ -377,9 +430,16 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         self
         """
         if not self.initialized_:
-            return self.fit(X, y)
+            self._start_fit(X, y)
+        return self._train(X, y, epochs=1)
+
+    def _start_fit(self, X, y):
+        self._pending_fit = self._prepare_fit(X, y)
+        self.initialize()
+
+    def _train(self, X, y, epochs):
         self.notify("on_train_begin", X=X, y=y)
-        self.fit_loop(X, y)
+        self.fit_loop(X, y, epochs=epochs)
         self.notify("on_train_end", X=X, y=y)
         return self
 
@@ -463,9 +523,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
                 for name, value in terms.items():
                     self.history.record(name, value)
                 if ctx.valid_data is not None:
-                    pred = self._predict_indices(ctx.valid_data)
-                    self.history.record("valid_covering_rate",
-                                        covering_rate(ctx.valid_Y, pred))
+                    self._validate(ctx)
                 self.notify("on_epoch_end", dataset_train=ctx.data,
                             dataset_valid=ctx.valid_data)
         except KeyboardInterrupt:  # skorch's EarlyStopping, or the user
@@ -476,13 +534,90 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
     def after_fit(self, ctx):
         """Hook for fitted attributes derived at the end of training."""
 
+    def _validate(self, ctx):
+        """Predict the validation hold-out batch by batch, sending skorch's
+        batch events (``training=False``, ``batch=(X, Y)``, ``y_pred`` the
+        logits, ``loss`` the batch's ``valid_loss``), and record
+        ``valid_loss``, ``valid_covering_rate`` and
+        ``valid_covering_rate_best``."""
+        data, Y = ctx.valid_data, ctx.valid_Y
+        logits = []
+        for start in range(0, len(data), self.batch_size):
+            rows = np.arange(start, min(start + self.batch_size, len(data)))
+            x = data.get_batch(rows).to(ctx.device)
+            y = torch.as_tensor(Y[rows], dtype=torch.float32, device=ctx.device)
+            self.notify("on_batch_begin", batch=(x, y), training=False)
+            y_pred = self.infer(x)
+            # negative log of the probability mass on the candidate set
+            loss = (torch.logsumexp(y_pred, 1)
+                    - torch.logsumexp(y_pred.masked_fill(y <= 0, -torch.inf), 1)).mean()
+            self.history.record_batch("valid_loss", float(loss))
+            self.history.record_batch("valid_batch_size", len(rows))
+            self.notify("on_batch_end", batch=(x, y), training=False, loss=loss,
+                        y_pred=y_pred)
+            logits.append(y_pred.cpu())
+        score = covering_rate(Y, torch.cat(logits).argmax(1).numpy())
+        earlier = [row["valid_covering_rate"] for row in self.history[:-1]
+                   if "valid_covering_rate" in row]
+        self.history.record("valid_covering_rate", score)
+        self.history.record("valid_covering_rate_best", all(score > v for v in earlier))
+
     # ------------------------------------------------------- training utils
-    def record_batch(self, loss, batch_size):
-        """Report one optimisation step to skorch (progress bar, train_loss)."""
-        self.notify("on_batch_begin", batch=None, training=True)
-        self.history.record_batch("train_loss", float(loss.detach()))
-        self.history.record_batch("train_batch_size", int(batch_size))
-        self.notify("on_batch_end", batch=None, training=True)
+    def step_network(self, network, loss, batch, y_pred):
+        """One optimisation step of ``network`` on ``loss``, told to skorch's
+        callbacks as a training batch.
+
+        Sends ``on_batch_begin``; back-propagates; sends
+        ``on_grad_computed`` with ``network``'s trainable parameters (so that
+        e.g. ``GradientNormClipping`` clips them); steps ``optimizer_``
+        (other networks' parameters have no gradient and stay unchanged);
+        records ``train_loss`` and ``train_batch_size``; sends
+        ``on_batch_end`` with ``batch``, ``loss`` and ``y_pred``.
+
+        Parameters
+        ----------
+        network : nn.Module
+            The network that computed ``loss``.
+        loss : torch.Tensor
+            Scalar loss of the step.
+        batch : tuple (X, y)
+            The batch's inputs before augmentation and its rows of the
+            candidate matrix.
+        y_pred : torch.Tensor
+            The network's logits for the rows of ``batch``.
+        """
+        self.notify("on_batch_begin", batch=batch, training=True)
+        self.optimizer_.zero_grad(set_to_none=True)
+        loss.backward()
+        params = ((name, p) for name, p in network.named_parameters() if p.requires_grad)
+        self.notify("on_grad_computed", named_parameters=TeeGenerator(params),
+                    X=batch[0], y=batch[1], training=True)
+        self.optimizer_.step()
+        loss = loss.detach()
+        self.history.record_batch("train_loss", float(loss))
+        self.history.record_batch("train_batch_size", len(batch[0]))
+        self.notify("on_batch_end", batch=batch, training=True, loss=loss,
+                    y_pred=y_pred.detach())
+
+    def announce_batches(self, n_steps, ctx):
+        """Tell progress bars how many batches this epoch runs: ``n_steps``
+        training steps plus the validation batches (skorch's ``ProgressBar``
+        estimates the total from the data size before the epoch, which the
+        estimators' own batching does not follow)."""
+        total = n_steps
+        if ctx.valid_data is not None:
+            total += -(-len(ctx.valid_data) // self.batch_size)
+        for _, cb in getattr(self, "callbacks_", []):
+            bar = getattr(cb, "pbar_", None) if isinstance(cb, ProgressBar) else None
+            if bar is not None:
+                bar.total = total
+                bar.refresh()
+
+    @staticmethod
+    def n_batches(n_rows, batch_size):
+        """Number of chunks :meth:`shuffled_batches` cuts ``n_rows`` rows into."""
+        n = -(-n_rows // batch_size)
+        return n - 1 if n > 1 and n_rows % batch_size == 1 else n
 
     @staticmethod
     def check_finite(epoch, terms, where=""):
@@ -509,21 +644,61 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         return chunks
 
     # ------------------------------------------------------------ inference
-    def _predict_logits(self, data):
+    def infer(self, x):
+        """Logits of one batch: the test-time normalisation, then the mean
+        of the inference networks' logits (eval mode, no gradient).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            A batch of inputs as the estimator stores them: ``uint8`` or
+            [0, 1] float images ``(B, C, H, W)``, or features ``(B, d)``.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (B, n_classes)
+        """
         networks = self.inference_networks()
         for network in networks:
             network.eval()
-        test = Normalize(mean=self.input_mean_, std=self.input_std_)
         device = torch.device(self.device_)
-        batch_size = 2 * self.batch_size
-        out = []
+        test = Normalize(mean=self.input_mean_, std=self.input_std_)
         with torch.no_grad():
-            for start in range(0, len(data), batch_size):
-                idx = np.arange(start, min(start + batch_size, len(data)))
-                x = test(data.get_batch(idx).to(device), None)
-                logits = torch.stack([net(x) for net in networks]).mean(0)
-                out.append(logits.float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.n_classes_)
+            x = test(torch.as_tensor(x).to(device), None)
+            return torch.stack([net(x) for net in networks]).mean(0).float()
+
+    def forward_iter(self, X, training=False, device="cpu"):
+        """Yield the logits of :meth:`infer` batch by batch over ``X``.
+
+        Parameters
+        ----------
+        X : inputs as in :meth:`predict`
+        training : bool, default=False
+            Must be False: the estimators' training batches are drawn by
+            their own epochs, not by a forward pass.
+        device : str, default="cpu"
+            Where the yielded tensors go.
+
+        Yields
+        ------
+        logits : torch.Tensor of shape (batch, n_classes)
+        """
+        if training:
+            raise NotImplementedError(
+                f"{type(self).__name__} trains with its own batches (augmented views, "
+                "network-specific splits); forward(training=True) has no meaning here.")
+        data = X if isinstance(X, InputData) else self._check_predict_X(X)
+        batch_size = 2 * self.batch_size
+        for start in range(0, len(data), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(data)))
+            yield self.infer(data.get_batch(rows)).to(device)
+
+    def _predict_logits(self, data):
+        # through forward_iter, so that skorch's scoring callbacks can serve
+        # the predictions they cached from the batches
+        out = [logits.float().cpu()
+               for logits in self.forward_iter(data, device=self.device_)]
+        return torch.cat(out).cpu() if out else torch.zeros(0, self.n_classes_)
 
     def _predict_indices(self, data):
         return self._predict_logits(data).argmax(1).numpy()
@@ -601,12 +776,8 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
     def load_params(self, *args, **kwargs):
         """skorch's ``load_params``, mapping onto the device this estimator
         resolved (``device="auto"`` is not a torch device)."""
-        requested = self.device
-        self.device = getattr(self, "device_", None) or _resolve_device(requested)
-        try:
+        with self._on_resolved_device():
             return super().load_params(*args, **kwargs)
-        finally:
-            self.device = requested
 
     def __setstate__(self, state):
         requested = state.get("device")

@@ -212,22 +212,22 @@ class _OneNetworkClassifier(PartialLabelNet):
 
     def run_epoch(self, epoch, ctx):
         kind = self._augment_kind()
-        net, opt = self.module_, self.optimizer_
+        net = self.module_
         self.begin_epoch(ctx)
         net.train()
         total, steps = 0.0, 0
-        for idx in self.shuffled_batches(self.training_rows(ctx), self.batch_size, ctx):
+        batches = self.shuffled_batches(self.training_rows(ctx), self.batch_size, ctx)
+        self.announce_batches(len(batches), ctx)
+        for idx in batches:
             rows = torch.as_tensor(idx, device=ctx.device)
-            logits = net(ctx.augment(kind, ctx.batch(idx)))
+            x = ctx.batch(idx)
+            logits = net(ctx.augment(kind, x))
             loss = self.batch_loss(logits, rows, ctx)
             self.check_finite(epoch, {"loss": loss})
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            self.step_network(net, loss, (x, ctx.Y[rows]), logits)
             self.after_step(logits.detach(), rows, ctx)
             total += float(loss.detach())
             steps += 1
-            self.record_batch(loss, len(idx))
         self.history.record("train_batch_count", steps)
         return {"loss": total / max(steps, 1), **self.epoch_terms(ctx)}
 
@@ -319,8 +319,10 @@ class PRODENClassifier(_OneNetworkClassifier):
         Seeds every random draw of a fit: initialisation, data order and
         augmentation.
     warm_start : bool, default=False
-        Continue from the current state (network, optimizer and label
-        weights) instead of re-initialising.
+        ``fit`` continues from the current state (e.g. after a skorch
+        ``LoadInitState``) up to ``max_epochs`` epochs in total, on the
+        learning-rate schedule where it stopped, instead of re-initialising.
+        ``partial_fit`` trains one more epoch per call.
     **kwargs
         ``module__*``, ``optimizer__*`` and ``callbacks__*`` parameters.
 
@@ -471,7 +473,10 @@ class CCClassifier(_OneNetworkClassifier):
         Seeds every random draw of a fit: initialisation, data order and
         augmentation.
     warm_start : bool, default=False
-        Continue from the current state instead of re-initialising.
+        ``fit`` continues from the current state (e.g. after a skorch
+        ``LoadInitState``) up to ``max_epochs`` epochs in total, on the
+        learning-rate schedule where it stopped, instead of re-initialising.
+        ``partial_fit`` trains one more epoch per call.
     **kwargs
         ``module__*``, ``optimizer__*`` and ``callbacks__*`` parameters.
 

@@ -145,8 +145,10 @@ class CoRegClassifier(PartialLabelNet):
         Seeds every random draw of a fit: initialisation, data order,
         augmentation, MixUp and the mixtures.
     warm_start : bool, default=False
-        Continue from the current state (e.g. after a skorch
-        ``LoadInitState``) instead of re-initialising.
+        ``fit`` continues from the current state (e.g. after a skorch
+        ``LoadInitState``) up to ``max_epochs`` epochs in total, on the
+        learning-rate schedule where it stopped, instead of re-initialising.
+        ``partial_fit`` trains one more epoch per call.
     **kwargs
         ``module__*``, ``optimizer__*`` and ``callbacks__*`` parameters.
 
@@ -333,7 +335,8 @@ class CoRegClassifier(PartialLabelNet):
             f"predict_networks must be 'both' or 'first'; got {self.predict_networks!r}.")
 
     def _pairs(self):
-        return [(self.module_, self.optimizer_), (self.module2_, self.optimizer2_)]
+        # one optimizer with a parameter group per network (see initialize_optimizer)
+        return [(self.module_, self.optimizer_), (self.module2_, self.optimizer_)]
 
     # ------------------------------------------------------------- epochs
     def run_epoch(self, epoch, ctx):
@@ -344,23 +347,24 @@ class CoRegClassifier(PartialLabelNet):
     def _warmup_epoch(self, epoch, ctx):
         sums = {"loss_pce": 0.0, "loss_ne": 0.0}
         steps = 0
+        n_rows = len(self.training_rows(ctx))
+        self.announce_batches(2 * self.n_batches(n_rows, 2 * self.batch_size), ctx)
         for k, (net, opt) in enumerate(self._pairs()):
             net.train()
             for idx in self.shuffled_batches(self.training_rows(ctx), 2 * self.batch_size, ctx):
                 rows = torch.as_tensor(idx, device=ctx.device)
-                probs = torch.softmax(net(ctx.augment("strong", ctx.batch(idx))), dim=1)
+                x = ctx.batch(idx)
+                logits = net(ctx.augment("strong", x))
+                probs = torch.softmax(logits, dim=1)
                 terms = {"loss_pce": dis.partial_cross_entropy(probs, ctx.Y[rows]),
                          "loss_ne": dis.negative_entropy(probs)}
                 loss = terms["loss_pce"] + terms["loss_ne"]
                 self.check_finite(epoch, terms, f" (warm-up, network {'AB'[k]})")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                self.step_network(net, loss, (x, ctx.Y[rows]), logits)
                 net.memory[rows] = probs.detach().to(net.memory.dtype)
                 for name, value in terms.items():
                     sums[name] += float(value.detach())
                 steps += 1
-                self.record_batch(loss, len(idx))
         self.history.record("train_batch_count", steps)
         terms = {name: total / max(steps, 1) for name, total in sums.items()}
         # no division during warm-up: the split columns stay empty (NaN)
@@ -421,6 +425,9 @@ class CoRegClassifier(PartialLabelNet):
                 net.sync_key()
         divisions = [self._divide(k, net, ctx) for k, (net, _) in enumerate(self._pairs())]
         ctx.extra["divisions"] = divisions
+        # each network runs len(P) // B + 1 steps over its partner's trusted split P
+        self.announce_batches(sum(len(d["P"]) // self.batch_size + 1
+                                  for d in divisions if len(d["P"]) >= 2), ctx)
         sums, counts, steps = {}, {}, 0
         for a, b in ((0, 1), (1, 0)):
             (net, opt), (partner, _) = self._pairs()[a], self._pairs()[b]
@@ -533,10 +540,7 @@ class CoRegClassifier(PartialLabelNet):
             values = {k: float(v.detach()) for k, v in terms.items()}
             self.check_finite(epoch, {**values, "train_loss": float(loss.detach())},
                               f" (network {name})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            self.record_batch(loss, nx)
+            self.step_network(net, loss, (x, ctx.Y[rows]), logits_w[:nx])
             yield values
 
     # ------------------------------------------------------ fitted results

@@ -98,8 +98,13 @@ def test_cosine_schedule_in_history(fitted):
     expected = [0.01e-3 + (0.01 - 0.01e-3) * (1 + math.cos(math.pi * e / 4)) / 2
                 for e in range(4)]
     np.testing.assert_allclose(lrs, expected, rtol=1e-6)
-    assert fitted.optimizer_.param_groups[0]["lr"] == pytest.approx(expected[-1])
-    assert fitted.optimizer2_.param_groups[0]["lr"] == pytest.approx(expected[-1])
+    # one optimizer, a parameter group per network, set alike; after the
+    # last epoch the scheduler has stepped to the next epoch's value
+    groups = fitted.optimizer_.param_groups
+    assert len(groups) == 2
+    assert groups[0]["lr"] == groups[1]["lr"] < expected[-1]
+    assert {id(p) for p in groups[1]["params"]} == {
+        id(p) for p in fitted.module2_.parameters() if p.requires_grad}
 
 
 def test_terms_off_before_start_and_ablations(data):
@@ -257,7 +262,7 @@ def test_checkpoint_and_resume_continue_the_schedule(data, tmp_path):
     first = CoRegClassifier(
         max_epochs=2, callbacks=[("cp", TrainingCheckpoint(str(tmp_path)))], **kw).fit(X, Y)
     assert {"module.pt", "module2.pt", "coreg_state.pt", "optimizer.pt",
-            "optimizer2.pt", "history.json"} <= {p.name for p in tmp_path.iterdir()}
+            "history.json"} <= {p.name for p in tmp_path.iterdir()}
     cp = TrainingCheckpoint(str(tmp_path))
     resumed = CoRegClassifier(max_epochs=4, callbacks=[("load", LoadInitState(cp))], **kw)
     resumed.fit(X, Y)

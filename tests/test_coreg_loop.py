@@ -21,6 +21,7 @@ from sklearn.mixture import GaussianMixture
 
 import sklearn_npll._disambiguation as dis
 import sklearn_npll._division as division_module
+import sklearn_npll.coreg as coreg_module
 from sklearn_npll import CoRegClassifier, make_partial_labels
 from sklearn_npll._division import trust_probabilities
 from sklearn_npll._nets import CoRegNetwork, CoRegState
@@ -61,10 +62,6 @@ class RecordingCoReg(CoRegClassifier):
         self.current_epoch_ = epoch
         return super()._coreg_epoch(epoch, ctx)
 
-    def _divide(self, k, net, ctx):
-        out = super()._divide(k, net, ctx)
-        self.starts_[self.current_epoch_].setdefault("trust", []).append(out["w"].cpu().numpy())
-        return out
 
 
 def _momentum_buffers(net, opt):
@@ -95,19 +92,27 @@ def recorded():
     clf = RecordingCoReg(max_epochs=EPOCHS, warmup_epochs=WARMUP, start_contrastive=START,
                          batch_size=B, lr=LR, queue_size=QUEUE, proj_dim=8,
                          module__hidden_sizes=(8,), random_state=0)
+    original_trust = coreg_module.trust_probabilities
+
+    def trust_spy(losses, *, random_state=None, **kwargs):
+        clf.starts_[clf.current_epoch_].setdefault("mixture_rng", []).append(
+            copy.deepcopy(random_state))
+        return original_trust(losses, random_state=random_state, **kwargs)
+
     clf.starts_ = {}
-    dis.mixup = spy
+    dis.mixup, coreg_module.trust_probabilities = spy, trust_spy
     try:
         clf.fit(X, Y)
     finally:
-        dis.mixup = original_mixup
+        dis.mixup, coreg_module.trust_probabilities = original_mixup, original_trust
     return clf, X, Y, draws
 
 
 # ---------------------------------------------------------------- plain code
-def plain_division(net, X, Y, history, loop_w, history_length=5):
-    """Division of one network, as co-reg.md words it; ``loop_w`` is the
-    trust the loop computed."""
+def plain_division(net, X, Y, history, rng, history_length=5):
+    """Division of one network, as co-reg.md words it; ``rng`` is the
+    mixture's random state as the loop passed it (its k-means
+    initialisation is random and, on few samples, its local optimum too)."""
     C = Y.shape[1]
     net.eval()
     with torch.no_grad():
@@ -120,16 +125,9 @@ def plain_division(net, X, Y, history, loop_w, history_length=5):
     loss = (loss - loss.min()) / (loss.max() - loss.min())
     history.append(loss)
     averaged = torch.stack(history[-history_length:]).mean(0).double().numpy()
-    # The mixture's k-means initialisation is random and, on few samples,
-    # can end in different local optima: the loop's result must be one of them.
-    solutions = []
-    for seed in range(10):
-        gmm = GaussianMixture(2, max_iter=10, tol=1e-2, reg_covar=5e-4, random_state=seed)
-        gmm.fit(averaged.reshape(-1, 1))
-        solutions.append(
-            gmm.predict_proba(averaged.reshape(-1, 1))[:, np.argmin(gmm.means_.ravel())])
-    w = min(solutions, key=lambda s: np.abs(s - loop_w).max())
-    np.testing.assert_allclose(w, loop_w, atol=1e-4)
+    gmm = GaussianMixture(2, max_iter=10, tol=1e-2, reg_covar=5e-4, random_state=rng)
+    gmm.fit(averaged.reshape(-1, 1))
+    w = gmm.predict_proba(averaged.reshape(-1, 1))[:, np.argmin(gmm.means_.ravel())]
     return {"w": torch.tensor(w, dtype=torch.float32), "q": q, "memory": p,
             "P": np.flatnonzero(w > 0.5), "U": np.flatnonzero(w <= 0.5)}
 
@@ -260,7 +258,7 @@ def replay_epoch(clf, epoch, X, Y, draws, histories):
             with torch.no_grad():
                 for k, v in zip(net.key_parameters(), net.live_parameters()):
                     k.copy_(v)
-    divisions = [plain_division(net, X, Y, histories[k], start["trust"][k])
+    divisions = [plain_division(net, X, Y, histories[k], start["mixture_rng"][k])
                  for k, net in enumerate(nets)]
     O = start["prototypes"].clone()
     buffers = [dict(b) for b in start["buffers"]]

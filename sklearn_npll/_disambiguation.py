@@ -3,7 +3,8 @@
 Every function here is stateless: it takes tensors, returns new tensors and
 never modifies its inputs. Nothing here knows about networks, optimisers,
 queues or estimators; the training loop owns all state and calls these
-functions. Only :mod:`torch` is imported.
+functions. Only :mod:`torch` (and :mod:`numpy`, for the MixUp draw) is
+imported.
 
 Notation used throughout (``n`` samples, ``C`` classes):
 
@@ -16,6 +17,7 @@ Notation used throughout (``n`` samples, ``C`` classes):
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -364,49 +366,20 @@ def sharpen(p, T=0.5):
 # ---------------------------------------------------------------------------
 
 
-def _standard_gamma(alpha, generator, device):
-    """One Gamma(alpha, 1) draw with Marsaglia & Tsang's method (2000).
-
-    Uses only ``torch.randn`` / ``torch.rand`` with ``generator`` so the draw
-    is reproducible from the generator's state.
-    """
-    boost = 1.0
-    if alpha < 1.0:
-        # Gamma(a) = Gamma(a + 1) * U^(1/a)
-        u = torch.rand((), generator=generator, device=device, dtype=torch.float64)
-        boost = float(u.item()) ** (1.0 / alpha)
-        alpha = alpha + 1.0
-    d = alpha - 1.0 / 3.0
-    c = 1.0 / math.sqrt(9.0 * d)
-    while True:
-        x = float(torch.randn((), generator=generator, device=device,
-                              dtype=torch.float64).item())
-        v = 1.0 + c * x
-        if v <= 0.0:
-            continue
-        v = v * v * v
-        u = float(torch.rand((), generator=generator, device=device,
-                             dtype=torch.float64).item())
-        if u > 0.0 and math.log(u) < 0.5 * x * x + d - d * v + d * math.log(v):
-            return d * v * boost
-
-
-def sample_mixup_lambda(alpha=4.0, generator=None):
+def sample_mixup_lambda(alpha=4.0, random_state=None):
     """Draw the MixUp coefficient ``lam ~ Beta(alpha, alpha)``, folded to >= 0.5.
 
     ``lam = max(lam, 1 - lam)``, so the first (unpermuted) input always
-    dominates. The Beta draw is ``X / (X + Y)`` with ``X, Y`` independent
-    Gamma(alpha) draws from Marsaglia & Tsang's rejection method, which uses
-    only ``torch.randn`` / ``torch.rand`` with ``generator``: the same
-    generator state always gives the same ``lam``. With ``generator=None``
-    torch's global generator is used (reproducible via ``torch.manual_seed``).
+    dominates. The draw comes from numpy's Beta sampler on ``random_state``:
+    the same generator state always gives the same ``lam``.
 
     Parameters
     ----------
     alpha : float, default=4.0
         Beta concentration, > 0.
-    generator : torch.Generator, default=None
-        Source of randomness (a CPU generator is expected).
+    random_state : numpy RandomState or Generator, int or None, default=None
+        Source of randomness (in a fit: the fit's seeded numpy generator); an
+        int or None seeds a new ``numpy.random.Generator``.
 
     Returns
     -------
@@ -415,21 +388,16 @@ def sample_mixup_lambda(alpha=4.0, generator=None):
 
     Examples
     --------
-    >>> import torch
-    >>> g1 = torch.Generator().manual_seed(0)
-    >>> g2 = torch.Generator().manual_seed(0)
-    >>> lam = sample_mixup_lambda(4.0, generator=g1)
-    >>> 0.5 <= lam <= 1.0 and lam == sample_mixup_lambda(4.0, generator=g2)
+    >>> import numpy as np
+    >>> lam = sample_mixup_lambda(4.0, np.random.RandomState(0))
+    >>> 0.5 <= lam <= 1.0 and lam == sample_mixup_lambda(4.0, np.random.RandomState(0))
     True
     """
     alpha = float(alpha)
     if not alpha > 0.0 or not math.isfinite(alpha):
         raise ValueError(f"The MixUp alpha must be a positive number, got {alpha!r}.")
-    device = generator.device if generator is not None else "cpu"
-    x = _standard_gamma(alpha, generator, device)
-    y = _standard_gamma(alpha, generator, device)
-    total = x + y
-    lam = x / total if total > 0.0 else 0.5
+    rng = random_state if hasattr(random_state, "beta") else np.random.default_rng(random_state)
+    lam = float(rng.beta(alpha, alpha))
     return max(lam, 1.0 - lam)
 
 

@@ -501,7 +501,7 @@ class CoRegClassifier(PartialLabelNet):
                 views += [us1, us2]
                 targets += [tu, tu]
             inputs, all_targets = torch.cat(views), torch.cat(targets)
-            lam = dis.sample_mixup_lambda(self.mixup_alpha, ctx.generator)
+            lam = dis.sample_mixup_lambda(self.mixup_alpha, ctx.rng)
             perm = torch.randperm(len(inputs), generator=ctx.generator).to(ctx.device)
             mixed_x, mixed_t = dis.mixup(inputs, all_targets, lam, perm)
             logits, z_mixed = net(mixed_x, return_features=True)

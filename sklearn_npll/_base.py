@@ -66,18 +66,78 @@ def _is_list_of_sets(y):
 
 
 def _check_targets(y):
-    """scikit-learn's checks of numeric targets: finite values, a column
-    vector read as labels, no continuous labels."""
+    """scikit-learn's checks of numeric targets (finite values, a column
+    vector read as labels, no continuous labels) and the cases it lets
+    through silently.
+
+    Returns
+    -------
+    y : ndarray or list of sets
+    columns : ndarray or None
+        The column names of a DataFrame candidate matrix (its classes).
+    """
     if _is_list_of_sets(y):
-        return y
+        return y, None
+    columns = None
+    if hasattr(y, "columns") and getattr(y, "ndim", 1) == 2 and y.shape[1] > 1:
+        columns = np.asarray(y.columns)
+    if hasattr(y, "toarray"):  # scipy sparse candidate matrix
+        y = y.toarray()
     y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
     if y.dtype.kind in "fc":
         assert_all_finite(y, input_name="y")
     if y.ndim == 2 and y.shape[1] == 1:
+        if y.dtype.kind in "biuf" and len(y) and np.isin(y, (0, 1)).all():
+            raise ValueError(
+                "y has a single column of 0/1 values. As a candidate matrix it holds one "
+                f"class, and its {int((y == 0).sum())} row(s) of 0 have no candidate; a "
+                "classifier needs at least 2 classes (one column each). If these are "
+                "binary labels, pass them as a 1-D array: y.ravel().")
         y = column_or_1d(y, warn=True)
     if y.ndim == 1:
         check_classification_targets(y)
-    return y
+        if y.dtype.kind in "iu" and (y == -1).any() and (y == 0).any():
+            warnings.warn(
+                f"y holds the label -1 in {int((y == -1).sum())} row(s), next to label 0. "
+                "It is read as a class named -1, not as 'unlabeled' (scikit-learn's "
+                "semi-supervised convention). Give an unlabeled sample every class as "
+                "candidates instead (a row of ones in a candidate matrix).", UserWarning)
+    return y, columns
+
+
+def _check_class_coverage(Y, classes):
+    """A classifier needs two classes; a class in no candidate set cannot be
+    learnt (warned, not refused: an annotator may find no image of it)."""
+    if len(classes) < 2:
+        raise ValueError(
+            f"y holds a single class ({classes[0]!r}); a classifier needs at least 2 "
+            "classes among the candidate sets.")
+    unused = np.flatnonzero(Y.sum(axis=0) == 0)
+    if unused.size:
+        warnings.warn(
+            f"{unused.size} class(es) appear in no candidate set: "
+            f"{[c.item() if isinstance(c, np.generic) else c for c in classes[unused][:5]]}. "
+            "They cannot be learnt and are never predicted; drop their columns or add "
+            "samples that hold them.", UserWarning)
+
+
+def random_state_dict(generator, rng, epoch):
+    """The states of a fit's torch generator and numpy ``RandomState`` after
+    ``epoch`` finished epochs, as tensors and numbers (loadable with
+    ``torch.load(weights_only=True)``)."""
+    _, keys, pos, has_gauss, cached = rng.get_state()
+    return {"epoch": int(epoch), "torch": generator.get_state(),
+            "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+            "numpy_pos": int(pos), "numpy_has_gauss": int(has_gauss),
+            "numpy_cached_gaussian": float(cached)}
+
+
+def set_random_states(generator, rng, state):
+    """Restore what :func:`random_state_dict` returned."""
+    generator.set_state(state["torch"])
+    rng.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32),
+                   state["numpy_pos"], state["numpy_has_gauss"],
+                   state["numpy_cached_gaussian"]))
 
 
 def reset_parameters(module):
@@ -304,6 +364,9 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         return (self._seed_ + zlib.crc32(purpose.encode())) % (2**31 - 1)
 
     def _check_X(self, X, reset):
+        if isinstance(X, (list, tuple)) and len(X) == 0 or (
+                isinstance(X, np.ndarray) and X.ndim == 1 and X.size == 0):
+            raise ValueError("X is empty (0 samples); pass at least one sample.")
         first = X[0] if isinstance(X, (np.ndarray, list, tuple)) and len(X) else None
         # paths, PIL images and arrays of mixed sizes are not one numpy array:
         # np.ndim would fail on them
@@ -355,12 +418,16 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
             if y is None:
                 y = X.candidates
             X = X.images
+        if isinstance(X, (list, tuple)) and len(X) == 0:
+            raise ValueError("X is empty (0 samples); fit needs at least 2 samples.")
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None. "
                 "Pass candidate sets (an (n, C) 0/1 matrix, 1-D labels or a list of sets "
                 "of class names), or the output of VLMPartialAnnotator.transform as X.")
-        y = _check_targets(y)
+        y, columns = _check_targets(y)
+        if classes is None and columns is not None:
+            classes = columns
         if reset and classes is not None and np.ndim(y) == 1 and not _is_list_of_sets(y):
             # labels given next to an annotation: keep its class names when they fit
             classes = classes if np.isin(np.asarray(y), classes).all() else None
@@ -374,6 +441,8 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
                 f"{type(self).__name__} needs at least 2 samples to train (batch norm and "
                 f"the mixture split need more than one); got {len(data)} sample.")
         Y, classes = check_candidates(y, n_samples=len(data), classes=classes)
+        if reset:
+            _check_class_coverage(Y, classes)
         return data, Y, classes
 
     # ------------------------------------------------------------------- fit
@@ -448,6 +517,8 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
             self._parameter_constraints, self.get_params(deep=False),
             caller_name=type(self).__name__)
         check_image_size(self.image_size)
+        for attr in ("_diverged", "_random_states"):
+            self.__dict__.pop(attr, None)
         data, Y, classes = self._check_training_data(X, y)
         self.classes_ = classes
         self.n_classes_ = len(classes)
@@ -478,8 +549,15 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
                 f"warm_start continues a fit on {self.n_train_samples_} samples; got "
                 f"{len(data)}. Refit with warm_start=False to train on other data.")
         device = torch.device(self.device_)
-        generator = torch.Generator().manual_seed(self._fit_seed(f"torch{len(self.history)}"))
-        rng = np.random.RandomState(self._fit_seed(f"numpy{len(self.history)}"))
+        generator, rng = torch.Generator(), np.random.RandomState()
+        snapshot = getattr(self, "_random_states", None)
+        if snapshot is not None and snapshot["epoch"] == len(self.history):
+            # continue the draws of the last finished epoch: a resumed fit
+            # equals an uninterrupted one
+            set_random_states(generator, rng, snapshot)
+        else:
+            generator.manual_seed(self._fit_seed(f"torch{len(self.history)}"))
+            rng.seed(self._fit_seed(f"numpy{len(self.history)}"))
         ctx = FitContext(data=data, Y=torch.as_tensor(Y, dtype=torch.float32, device=device),
                          device=device, generator=generator, rng=rng,
                          augmenters=self._augmenters())
@@ -515,8 +593,10 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         ctx = self._make_context(X, y)
         start = len(self.history)
         stop = self.max_epochs if epochs is None else start + epochs
+        finished, rows_before = True, len(self.history)
         try:
             for epoch in range(start, stop):
+                finished, rows_before = False, len(self.history)
                 self.notify("on_epoch_begin", dataset_train=ctx.data,
                             dataset_valid=ctx.valid_data)
                 terms = self.run_epoch(epoch, ctx)
@@ -524,10 +604,24 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
                     self.history.record(name, value)
                 if ctx.valid_data is not None:
                     self._validate(ctx)
+                self._random_states = random_state_dict(ctx.generator, ctx.rng,
+                                                        len(self.history))
+                finished = True
                 self.notify("on_epoch_end", dataset_train=ctx.data,
                             dataset_valid=ctx.valid_data)
         except KeyboardInterrupt:  # skorch's EarlyStopping, or the user
-            pass
+            if not finished:
+                del self.history[rows_before:]
+                warnings.warn(
+                    f"Training was interrupted during epoch {rows_before + 1}; that epoch "
+                    f"is not recorded (the history holds {rows_before} finished epochs), "
+                    "but the networks keep its partial updates. For an exact "
+                    "continuation, resume from a checkpoint.", RuntimeWarning)
+        except FloatingPointError as exc:
+            # NaN parameters must not predict: refuse until refitted
+            self._diverged = str(exc)
+            self.initialized_ = False
+            raise
         self.after_fit(ctx)
         return self
 
@@ -622,17 +716,18 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
     @staticmethod
     def check_finite(epoch, terms, where=""):
         """Raise ``FloatingPointError`` naming the epoch and the first term
-        that is NaN or infinite."""
-        values = torch.stack([torch.as_tensor(v, dtype=torch.float32).detach().cpu()
-                              for v in terms.values()])
-        if bool(torch.isfinite(values).all()):
+        (a scalar or a tensor of per-sample values) that is NaN or infinite."""
+        values = [torch.as_tensor(v, dtype=torch.float32).detach() for v in terms.values()]
+        finite = torch.stack([torch.isfinite(v).all().cpu() for v in values])
+        if bool(finite.all()):
             return
-        for (name, value), v in zip(terms.items(), values):
-            if not torch.isfinite(v):
+        for name, v, ok in zip(terms, values, finite):
+            if not ok:
+                v = v.reshape(-1)
                 raise FloatingPointError(
                     f"Training diverged at epoch {epoch}{where}: the loss term '{name}' is "
-                    f"{float(v)}. Lower lr, check the inputs for extreme values, or "
-                    "normalise features.")
+                    f"{float(v[~torch.isfinite(v)][0])}. Lower lr, check the inputs for "
+                    "extreme values, or normalise features.")
 
     def shuffled_batches(self, rows, batch_size, ctx):
         """Consecutive chunks of a random permutation of ``rows``."""
@@ -708,6 +803,10 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
                 "appropriate arguments before using this estimator.")
+        if getattr(self, "_diverged", None):
+            raise NotFittedError(
+                f"This {type(self).__name__} cannot predict: its last fit failed "
+                f"({self._diverged}) and left non-finite parameters. Refit it.")
         if isinstance(X, AnnotatedImages):
             X = X.images
         return self._check_X(X, reset=False)
@@ -768,14 +867,35 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         is_sets = np.ndim(y) == 2 or (len(y) and isinstance(y[0], (set, frozenset, list, tuple)))
         if not is_sets:
             return super().score(X, y, sample_weight=sample_weight)
+        if hasattr(y, "columns") and getattr(y, "ndim", 1) == 2:
+            y = self._frame_in_class_order(y)
         Y, _ = check_candidates(y, classes=self.classes_)
         pred = self._predict_indices(self._check_predict_X(X))
         return covering_rate(Y, pred)
 
+    def _frame_in_class_order(self, frame):
+        """A DataFrame candidate matrix with its columns in ``classes_``
+        order (its column names are class names)."""
+        columns = list(frame.columns)
+        if columns == list(range(len(columns))) and len(columns) == self.n_classes_:
+            return frame.to_numpy()
+        unknown = [c for c in columns if c not in set(self.classes_.tolist())]
+        if unknown or len(columns) != self.n_classes_:
+            raise ValueError(
+                f"The columns of y {columns[:10]} must be the fitted classes "
+                f"{self.classes_.tolist()[:10]} (one column per class).")
+        return frame[list(self.classes_)].to_numpy()
+
     # ------------------------------------------------- checkpoints, pickling
-    def load_params(self, *args, **kwargs):
+    def load_params(self, *args, checkpoint=None, **kwargs):
         """skorch's ``load_params``, mapping onto the device this estimator
-        resolved (``device="auto"`` is not a torch device)."""
+        resolved (``device="auto"`` is not a torch device); a
+        ``TrainingCheckpoint`` loads everything it saved, or raises."""
+        if hasattr(checkpoint, "restore"):
+            checkpoint.restore(self)
+            return
+        if checkpoint is not None:
+            kwargs["checkpoint"] = checkpoint
         with self._on_resolved_device():
             return super().load_params(*args, **kwargs)
 

@@ -113,6 +113,11 @@ def _label_positions(labels, classes, *, what="labels"):
     return positions
 
 
+def _type_names(values):
+    """Sorted names of the Python types in ``values``, for error messages."""
+    return sorted({type(v).__name__ for v in values})
+
+
 def _is_set_like(item):
     return isinstance(item, (Set, list, tuple, np.ndarray))
 
@@ -159,8 +164,9 @@ def _sets_to_matrix(sets, classes):
             classes = np.asarray(np.unique(names_obj).tolist())
         except TypeError as exc:
             raise ValueError(
-                "Could not sort the class names found in the candidate sets "
-                f"({exc}); pass classes= explicitly."
+                "Could not sort the class names found in the candidate sets: they "
+                f"mix types {_type_names(all_names)} ({exc}). Use class names of a "
+                "single type, e.g. all strings."
             ) from exc
     else:
         classes = _check_classes(classes)
@@ -277,8 +283,9 @@ def check_candidates(Y, *, n_samples=None, classes=None):
                     classes, cols = np.unique(arr, return_inverse=True)
                 except TypeError as exc:
                     raise ValueError(
-                        f"Could not sort the labels ({exc}); pass classes= "
-                        "explicitly."
+                        "Could not sort the labels: they mix types "
+                        f"{_type_names(arr.tolist())} ({exc}). Use labels of a "
+                        "single type, e.g. all strings."
                     ) from exc
                 cols = cols.reshape(-1)
             else:

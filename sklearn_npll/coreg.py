@@ -315,6 +315,16 @@ class CoRegClassifier(PartialLabelNet):
     _log_keys_ignored = ("loss_pce", "loss_ne", "loss_x", "loss_u", "loss_prototype",
                          "loss_contrastive")
 
+    def _prepare_fit(self, X, y):
+        prepared = super()._prepare_fit(X, y)
+        if self.max_epochs <= self.warmup_epochs:
+            warnings.warn(
+                f"max_epochs={self.max_epochs} <= warmup_epochs={self.warmup_epochs}: this "
+                "fit runs only the warm-up (partial cross-entropy, each network on its "
+                "own) and no Co-Reg epoch, so trust_ stays None. Raise max_epochs or lower "
+                "warmup_epochs.", UserWarning)
+        return prepared
+
     # ----------------------------------------------------------- networks
     def build_networks(self, encoder_factory):
         n, c = self.n_train_samples_, self.n_classes_
@@ -391,7 +401,7 @@ class CoRegClassifier(PartialLabelNet):
         return prior / prior.sum()
 
     @torch.no_grad()
-    def _divide(self, k, net, ctx):
+    def _divide(self, epoch, k, net, ctx):
         """One weak-view pass over the training set: trust probabilities,
         aligned predictions and the trusted/unlabeled split of network k."""
         net.eval()
@@ -406,6 +416,8 @@ class CoRegClassifier(PartialLabelNet):
         q = dis.distribution_alignment(probs, net.memory[rows_t].mean(0), self._prior(ctx))
         losses = torch.zeros(len(ctx.data), device=ctx.device)
         losses[rows_t] = dis.minmax_normalize(dis.division_loss(q, ctx.Y[rows_t]))
+        # NaN weights must stop here with the divergence message, not in the mixture
+        self.check_finite(epoch, {"division": losses}, f" (division, network {'AB'[k]})")
         averaged = self.coreg_state_.push_losses(k, losses)[rows_t]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -423,7 +435,7 @@ class CoRegClassifier(PartialLabelNet):
         if key_branch:
             for net, _ in self._pairs():
                 net.sync_key()
-        divisions = [self._divide(k, net, ctx) for k, (net, _) in enumerate(self._pairs())]
+        divisions = [self._divide(epoch, k, net, ctx) for k, (net, _) in enumerate(self._pairs())]
         ctx.extra["divisions"] = divisions
         # each network runs len(P) // B + 1 steps over its partner's trusted split P
         self.announce_batches(sum(len(d["P"]) // self.batch_size + 1

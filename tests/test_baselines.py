@@ -201,8 +201,9 @@ def test_proden_checkpoint_carries_the_weights(data, tmp_path):
     X, _, Y = data
     kw = dict(callbacks=[("cp", TrainingCheckpoint(str(tmp_path)))], **FAST)
     first = PRODENClassifier(max_epochs=2, **kw).fit(X, Y)
+    folder, = tmp_path.glob("epoch-0002-*")
     assert {"module.pt", "proden_state.pt", "optimizer.pt"} <= {
-        p.name for p in tmp_path.iterdir()}
+        p.name for p in folder.iterdir()}
     cp = TrainingCheckpoint(str(tmp_path))
     # nothing left to train: the loaded weights are kept, not re-started
     loaded = PRODENClassifier(max_epochs=2, callbacks=[("load", LoadInitState(cp))],

@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 import torch
-from skorch.callbacks import Checkpoint
+from skorch.callbacks import Checkpoint, LRScheduler
 from skorch.history import History
 from skorch.utils import noop
 
@@ -304,6 +304,11 @@ class TrainingCheckpoint(Checkpoint):
         if not modules_only:
             net.history = History(contents["history"])
             net._random_states = states["random_state.pt"]
+            # learning-rate schedulers were built at on_train_begin, before this
+            # load: build them again on the loaded history and optimizer
+            for _, callback in getattr(net, "callbacks_", []):
+                if isinstance(callback, LRScheduler):
+                    callback.on_train_begin(net)
         self._sink(f"Resumed from the checkpoint of epoch {contents['epoch']} in "
                    f"{self.dirname!r}.", net.verbose)
         return True

@@ -325,6 +325,44 @@ class CoRegClassifier(PartialLabelNet):
                 "warmup_epochs.", UserWarning)
         return prepared
 
+    def fit(self, X, y=None, verified=None):
+        """Fit both networks from candidate sets, optionally with a few
+        verified labels.
+
+        Parameters
+        ----------
+        X : array-like, list of images or paths, torch Dataset, or AnnotatedImages
+            Training inputs, as in :class:`PartialLabelNet`'s ``fit``: images,
+            a feature matrix, or the annotator's output.
+        y : array-like of shape (n, C) or (n,), list of sets, or None
+            Candidate matrix (0/1), labels (singleton sets) or sets of class
+            names; None when ``X`` carries the candidates.
+        verified : array-like of bool of shape (n,), default=None
+            Marks the samples whose label is known (checked by a person).
+            Their candidate set in ``y`` must hold exactly that one class.
+            Every division trusts them in both networks (trust 1, so they are
+            never sent to the unlabeled split, and their co-pseudo-label is
+            their label); the Gaussian mixture is fitted on the other samples
+            only. Applies to this call only (``partial_fit`` trains without).
+
+        Returns
+        -------
+        self
+        """
+        self._verified_arg = verified
+        try:
+            return super().fit(X, y)
+        finally:
+            self.__dict__.pop("_verified_arg", None)
+
+    def _verified(self, ctx):
+        """Boolean mask of the verified training samples (None if none),
+        checked against the candidate sets once per fit call."""
+        if "verified" not in ctx.extra:
+            ctx.extra["verified"] = _check_verified(
+                self.__dict__.get("_verified_arg"), ctx.Y)
+        return ctx.extra["verified"]
+
     # ----------------------------------------------------------- networks
     def build_networks(self, encoder_factory):
         n, c = self.n_train_samples_, self.n_classes_
@@ -350,6 +388,7 @@ class CoRegClassifier(PartialLabelNet):
 
     # ------------------------------------------------------------- epochs
     def run_epoch(self, epoch, ctx):
+        self._verified(ctx)  # fail on a bad mask before any training
         if epoch < self.warmup_epochs:
             return self._warmup_epoch(epoch, ctx)
         return self._coreg_epoch(epoch, ctx)
@@ -419,9 +458,13 @@ class CoRegClassifier(PartialLabelNet):
         # NaN weights must stop here with the divergence message, not in the mixture
         self.check_finite(epoch, {"division": losses}, f" (division, network {'AB'[k]})")
         averaged = self.coreg_state_.push_losses(k, losses)[rows_t]
+        averaged = averaged.cpu().numpy()
+        verified = self._verified(ctx)
+        free = np.ones(len(rows), bool) if verified is None else ~verified[rows]
+        w = np.ones(len(rows))  # verified samples are always trusted
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            w = trust_probabilities(averaged.cpu().numpy(), random_state=ctx.rng)
+            w[free] = trust_probabilities(averaged[free], random_state=ctx.rng)
         trust = torch.zeros(len(ctx.data), device=ctx.device)
         trust[rows_t] = torch.as_tensor(w, dtype=torch.float32, device=ctx.device)
         aligned = torch.zeros(len(ctx.data), self.n_classes_, device=ctx.device)
@@ -570,3 +613,27 @@ class CoRegClassifier(PartialLabelNet):
         dist = (dis.co_pseudo_labels(Y, b["q"], mem_a, b["w"])
                 + dis.co_pseudo_labels(Y, a["q"], mem_b, a["w"])) / 2
         self.label_distribution_ = dist.cpu().numpy()
+
+
+def _check_verified(verified, Y):
+    """The ``verified`` fit parameter as a boolean numpy mask, or None."""
+    if verified is None:
+        return None
+    mask = np.asarray(verified.cpu() if isinstance(verified, torch.Tensor) else verified)
+    n = Y.shape[0]
+    if mask.shape != (n,) or mask.dtype.kind not in "bui" \
+            or (mask.dtype.kind != "b" and not np.isin(mask, (0, 1)).all()):
+        raise ValueError(
+            f"verified must be a boolean mask of shape ({n},), one entry per training "
+            f"sample; got an array of shape {mask.shape} and dtype {mask.dtype}.")
+    mask = mask.astype(bool)
+    if not mask.any():
+        return None
+    sizes = (Y[torch.as_tensor(mask, device=Y.device)] > 0).sum(1).cpu().numpy()
+    if (sizes != 1).any():
+        bad = np.flatnonzero(mask)[sizes != 1]
+        raise ValueError(
+            f"verified samples must have a single candidate (their known label); "
+            f"{len(bad)} have {sorted(set(sizes[sizes != 1].tolist()))} candidates, e.g. "
+            f"sample {bad[0]}.")
+    return mask

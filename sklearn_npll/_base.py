@@ -48,6 +48,67 @@ def _resolve_device(device):
     return str(device)
 
 
+# "auto" keeps the training images on the GPU when they take at most this
+# share of its free memory; otherwise batches travel through pinned memory.
+DEVICE_STORE_SHARE = 0.5
+
+_AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _resolve_precision(precision, device_type):
+    """"auto": bf16 on CUDA where supported, else fp16; fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    if device_type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def _store_fits_on_device(nbytes, device, share=DEVICE_STORE_SHARE):
+    """Whether ``nbytes`` fit in ``share`` of the free memory of a CUDA device."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= share * free
+
+
+def _use_channels_last(module, device_type):
+    """channels_last pays on CUDA, for networks with 2-D convolutions."""
+    return device_type == "cuda" and any(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
+def _batch_to_device(data, indices, device):
+    """Rows of ``data`` on ``device``; to CUDA through pinned memory with a
+    non-blocking copy (a gather straight into pinned memory for a store)."""
+    if device.type != "cuda":
+        return data.get_batch(indices)
+    if isinstance(data, TensorData):
+        idx = torch.as_tensor(np.asarray(indices).reshape(-1), dtype=torch.long)
+        out = torch.empty((len(idx), *data.data.shape[1:]), dtype=data.data.dtype,
+                          pin_memory=True)
+        batch = torch.index_select(data.data, 0, idx, out=out)
+    else:
+        batch = data.get_batch(indices).pin_memory()
+    return batch.to(device, non_blocking=True)
+
+
+class _AutocastHooks:
+    """Forward pre-hook and hook that run a module under ``torch.autocast``
+    and hand back its output in float32."""
+
+    def __init__(self, device_type, dtype):
+        self.device_type, self.dtype, self.active = device_type, dtype, []
+
+    def enter(self, module, args):
+        amp = torch.autocast(self.device_type, dtype=self.dtype)
+        amp.__enter__()
+        self.active.append(amp)
+
+    def exit(self, module, args, output):
+        self.active.pop().__exit__(None, None, None)
+        if isinstance(output, torch.Tensor) and output.is_floating_point():
+            return output.float()
+        return output
+
+
 def _is_array_like_matrix(X):
     """True for inputs that scikit-learn's validation should see: numeric
     array-likes that are not images, paths, PIL images or torch objects."""
@@ -162,13 +223,18 @@ class FitContext:
     valid_data: InputData = None
     valid_Y: np.ndarray = None
     extra: dict = field(default_factory=dict)
+    channels_last: bool = False
     _device_images: torch.Tensor = None
 
     def batch(self, indices):
         """Inputs of the given training rows, on the device."""
         if self._device_images is not None:
-            return self._device_images[torch.as_tensor(indices, device=self.device)]
-        return self.data.get_batch(np.asarray(indices)).to(self.device, non_blocking=True)
+            x = self._device_images[torch.as_tensor(indices, device=self.device)]
+        else:
+            x = _batch_to_device(self.data, np.asarray(indices), self.device)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def augment(self, kind, x):
         return self.augmenters[kind](x, self.generator)
@@ -215,6 +281,8 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
                        tuple, list],
         "memory_budget": [None, Interval(Integral, 0, None, closed="left")],
         "num_workers": [None, Interval(Integral, -1, None, closed="left")],
+        "precision": [StrOptions({"auto", "fp32", "bf16", "fp16"})],
+        "device_store": ["boolean", StrOptions({"auto"})],
     }
 
     # ------------------------------------------------------------------ init
@@ -322,8 +390,12 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seeds[-1]))
             networks = self.build_networks(encoder_factory)
+        device_type = torch.device(self.device_).type
         for name, module in networks.items():
-            setattr(self, name + "_", module.to(self.device_))
+            module = module.to(self.device_)
+            if _use_channels_last(module, device_type):
+                module = module.to(memory_format=torch.channels_last)
+            setattr(self, name + "_", module)
         return self
 
     def _make_encoder(self, sample_shape):
@@ -524,6 +596,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         self.n_classes_ = len(classes)
         self.sample_shape_ = tuple(data.sample_shape)
         self.device_ = _resolve_device(self.device)
+        self.precision_ = _resolve_precision(self.precision, torch.device(self.device_).type)
         self._seed_ = int(check_random_state(self.random_state).randint(2**31 - 1))
         self.n_train_samples_ = len(data)
         mean, std = channel_stats(self._stat_batches(data))
@@ -571,9 +644,50 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
             ctx.valid_data = data.subset(order[:n_valid])
             ctx.valid_Y = Y[order[:n_valid]]
             ctx.extra["train_rows"] = np.sort(order[n_valid:])
-        if isinstance(data, TensorData) and device.type == "cuda":
-            ctx._device_images = data.data.to(device)
+        if device.type == "cuda":
+            if isinstance(data, TensorData) and self._store_on_device(data, device):
+                ctx._device_images = data.data.to(device)
+            ctx.channels_last = any(_use_channels_last(getattr(self, name + "_"), "cuda")
+                                    for name in self.network_names())
+        # fp16: loss scaling, for this fit's steps (see step_network)
+        self._grad_scaler = (torch.amp.GradScaler(device.type)
+                             if self._precision() == "fp16" else None)
         return ctx
+
+    def _store_on_device(self, data, device):
+        """Whether the training store goes to the GPU whole (``device_store``)."""
+        if self.device_store == "auto":
+            nbytes = data.data.element_size() * data.data.nelement()
+            return _store_fits_on_device(nbytes, device)
+        return bool(self.device_store)
+
+    def _precision(self):
+        # resolved on the current device: a model trained on CUDA with "auto"
+        # and loaded on a CPU predicts in fp32
+        return _resolve_precision(getattr(self, "precision", "fp32"),
+                                  torch.device(self.device_).type)
+
+    @contextlib.contextmanager
+    def mixed_precision(self):
+        """Within this context the networks' encoders (the backbones, where the
+        cost is) run under ``torch.autocast`` per ``precision`` and return
+        float32, so heads, losses and label bookkeeping stay in float32."""
+        dtype = _AMP_DTYPES[self._precision()]
+        if dtype is None:
+            yield
+            return
+        hooks = _AutocastHooks(torch.device(self.device_).type, dtype)
+        handles = []
+        for name in self.network_names():
+            for child_name, child in getattr(self, name + "_").named_children():
+                if child_name.endswith("encoder"):
+                    handles.append(child.register_forward_pre_hook(hooks.enter))
+                    handles.append(child.register_forward_hook(hooks.exit, always_call=True))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def _augmenters(self):
         augmenters = make_augmenters(self.sample_shape_, mean=self.input_mean_,
@@ -599,7 +713,8 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
                 finished, rows_before = False, len(self.history)
                 self.notify("on_epoch_begin", dataset_train=ctx.data,
                             dataset_valid=ctx.valid_data)
-                terms = self.run_epoch(epoch, ctx)
+                with self.mixed_precision():
+                    terms = self.run_epoch(epoch, ctx)
                 for name, value in terms.items():
                     self.history.record(name, value)
                 if ctx.valid_data is not None:
@@ -622,6 +737,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
             self._diverged = str(exc)
             self.initialized_ = False
             raise
+        self._grad_scaler = None
         self.after_fit(ctx)
         return self
 
@@ -682,11 +798,21 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         """
         self.notify("on_batch_begin", batch=batch, training=True)
         self.optimizer_.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler = getattr(self, "_grad_scaler", None)
+        if scaler is None:
+            loss.backward()
+        else:
+            # fp16: scaled backward; callbacks see the true (unscaled) gradients
+            scaler.scale(loss).backward()
+            scaler.unscale_(self.optimizer_)
         params = ((name, p) for name, p in network.named_parameters() if p.requires_grad)
         self.notify("on_grad_computed", named_parameters=TeeGenerator(params),
                     X=batch[0], y=batch[1], training=True)
-        self.optimizer_.step()
+        if scaler is None:
+            self.optimizer_.step()
+        else:
+            scaler.step(self.optimizer_)  # skipped when a gradient is inf/NaN
+            scaler.update()
         loss = loss.detach()
         self.history.record_batch("train_loss", float(loss))
         self.history.record_batch("train_batch_size", len(batch[0]))
@@ -758,7 +884,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
             network.eval()
         device = torch.device(self.device_)
         test = Normalize(mean=self.input_mean_, std=self.input_std_)
-        with torch.no_grad():
+        with torch.no_grad(), self.mixed_precision():
             x = test(torch.as_tensor(x).to(device), None)
             return torch.stack([net(x) for net in networks]).mean(0).float()
 
@@ -786,7 +912,8 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         batch_size = 2 * self.batch_size
         for start in range(0, len(data), batch_size):
             rows = np.arange(start, min(start + batch_size, len(data)))
-            yield self.infer(data.get_batch(rows)).to(device)
+            x = _batch_to_device(data, rows, torch.device(self.device_))
+            yield self.infer(x).to(device)
 
     def _predict_logits(self, data):
         # through forward_iter, so that skorch's scoring callbacks can serve

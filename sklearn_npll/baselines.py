@@ -149,6 +149,8 @@ class _OneNetworkClassifier(PartialLabelNet):
         image_size="auto",
         memory_budget=2**31,
         num_workers=None,
+        precision="auto",
+        device_store="auto",
         validation_fraction=None,
         callbacks=None,
         verbose=0,
@@ -173,6 +175,8 @@ class _OneNetworkClassifier(PartialLabelNet):
         self.image_size = image_size
         self.memory_budget = memory_budget
         self.num_workers = num_workers
+        self.precision = precision
+        self.device_store = device_store
         self.validation_fraction = validation_fraction
         self.callbacks = callbacks
         self.verbose = verbose
@@ -305,6 +309,16 @@ class PRODENClassifier(_OneNetworkClassifier):
         ``num_workers``; large JPEGs decode at reduced scale). None: one per
         core, up to 8, for 256 images or more, otherwise none; -1: one per
         core; 0: the main process.
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        Arithmetic of the forward passes (``torch.autocast``). "auto" is
+        "fp32" on the CPU (results bit-identical to "fp32") and, on CUDA,
+        "bf16" where the GPU supports it, else "fp16". "fp16" scales the loss
+        with a ``GradScaler``. On CUDA, convolutional networks also run in
+        ``channels_last`` memory format.
+    device_store : "auto" or bool, default="auto"
+        On CUDA, copy the whole training store to the GPU once ("auto": when
+        it takes at most half of the GPU's free memory); otherwise each batch
+        is gathered into pinned memory and copied without blocking.
     validation_fraction : float or None, default=None
         Hold out this fraction of the training samples and record the
         covering rate of predictions on them as ``valid_covering_rate`` each
@@ -459,6 +473,16 @@ class CCClassifier(_OneNetworkClassifier):
         ``num_workers``; large JPEGs decode at reduced scale). None: one per
         core, up to 8, for 256 images or more, otherwise none; -1: one per
         core; 0: the main process.
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        Arithmetic of the forward passes (``torch.autocast``). "auto" is
+        "fp32" on the CPU (results bit-identical to "fp32") and, on CUDA,
+        "bf16" where the GPU supports it, else "fp16". "fp16" scales the loss
+        with a ``GradScaler``. On CUDA, convolutional networks also run in
+        ``channels_last`` memory format.
+    device_store : "auto" or bool, default="auto"
+        On CUDA, copy the whole training store to the GPU once ("auto": when
+        it takes at most half of the GPU's free memory); otherwise each batch
+        is gathered into pinned memory and copied without blocking.
     validation_fraction : float or None, default=None
         Hold out this fraction of the training samples and record the
         covering rate of predictions on them as ``valid_covering_rate`` each

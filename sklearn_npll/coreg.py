@@ -129,6 +129,16 @@ class CoRegClassifier(PartialLabelNet):
         ``num_workers``; large JPEGs decode at reduced scale). None: one per
         core, up to 8, for 256 images or more, otherwise none; -1: one per
         core; 0: the main process.
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        Arithmetic of the forward passes (``torch.autocast``). "auto" is
+        "fp32" on the CPU (results bit-identical to "fp32") and, on CUDA,
+        "bf16" where the GPU supports it, else "fp16". "fp16" scales the loss
+        with a ``GradScaler``. On CUDA, convolutional networks also run in
+        ``channels_last`` memory format.
+    device_store : "auto" or bool, default="auto"
+        On CUDA, copy the whole training store to the GPU once ("auto": when
+        it takes at most half of the GPU's free memory); otherwise each batch
+        is gathered into pinned memory and copied without blocking.
     predict_networks : {"both", "first"}, default="both"
         "first" predicts with network A alone, for half the inference cost.
     validation_fraction : float or None, default=None
@@ -232,6 +242,8 @@ class CoRegClassifier(PartialLabelNet):
         image_size="auto",
         memory_budget=2**31,
         num_workers=None,
+        precision="auto",
+        device_store="auto",
         predict_networks="both",
         validation_fraction=None,
         callbacks=None,
@@ -277,6 +289,8 @@ class CoRegClassifier(PartialLabelNet):
         self.image_size = image_size
         self.memory_budget = memory_budget
         self.num_workers = num_workers
+        self.precision = precision
+        self.device_store = device_store
         self.predict_networks = predict_networks
         self.validation_fraction = validation_fraction
         self.callbacks = callbacks

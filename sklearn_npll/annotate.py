@@ -16,21 +16,20 @@ How a set is made, for class names ``n_1..n_C`` and templates ``T_1..T_d``:
   ``"topk"``: the ``k`` classes of highest template-averaged probability;
   ``"prob_ratio"``: among those ``k``, the classes whose averaged probability
   is at least ``ratio`` times the top-1 probability.
+
+The parts live in their own modules: ``_vlm_hub`` (loading models, offline
+handling), ``_vlm_images`` (reading and keying images), ``_vlm_cache``
+(model and preprocessing identities, the embedding caches), ``_templates``
+and ``_vlm_report``; this module holds the estimator.
 """
 
 import collections
-import hashlib
+import contextlib
 import io
-import json
-import logging
 import os
 import re
-import socket
 import sys
-import threading
-import time
-import urllib.parse
-import urllib.request
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
 from pathlib import Path
@@ -42,475 +41,34 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._candidates import _format_list
-from ._inputs import AnnotatedImages, as_input_data
+from ._inputs import AnnotatedImages
+from ._templates import (
+    SMALL_TEMPLATES,
+    TEMPLATE_SETS,
+    fill,
+    prompt_name,
+    resolve_templates,
+    template_label,
+)
+from ._vlm_cache import (
+    TEXT_CACHE,
+    DiskCache,
+    key_of,
+    model_digests,
+    prompt_key,
+    tokenizer_key,
+    transform_key,
+)
+from ._vlm_hub import load_open_clip, looks_like_path
+from ._vlm_images import ImageSource, to_pil
+from ._vlm_report import annotation_report
 from .datasets import candidate_stats
 
-__all__ = ["VLMPartialAnnotator", "SMALL_TEMPLATES"]
+__all__ = ["VLMPartialAnnotator", "SMALL_TEMPLATES", "TEMPLATE_SETS"]
 
-#: The 27 prompt templates of the reference annotator ("small" set).
-SMALL_TEMPLATES = (
-    "a photo of a {}",
-    "a rendering of a {}",
-    "a cropped photo of the {}",
-    "the photo of a {}",
-    "a photo of a clean {}",
-    "a photo of a dirty {}",
-    "a dark photo of the {}",
-    "a photo of my {}",
-    "a photo of the cool {}",
-    "a close-up photo of a {}",
-    "a bright photo of the {}",
-    "a cropped photo of a {}",
-    "a photo of the {}",
-    "a good photo of the {}",
-    "a photo of one {}",
-    "a close-up photo of the {}",
-    "a rendition of the {}",
-    "a photo of the clean {}",
-    "a rendition of a {}",
-    "a photo of a nice {}",
-    "a good photo of a {}",
-    "a photo of the nice {}",
-    "a photo of the small {}",
-    "a photo of the weird {}",
-    "a photo of the large {}",
-    "a photo of a cool {}",
-    "a photo of a small {}",
-)
-
-# Seconds allowed to reach a download host before giving up on downloading.
-_PROBE_TIMEOUT = 5.0
 # Upper bound on the elements of one (rows, templates, classes) score block.
 _SCORE_BLOCK = 1 << 22
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt")
-_hub_lock = threading.Lock()
-
-
-# --------------------------------------------------------------------------
-# Loading open_clip models, failing fast when offline
-# --------------------------------------------------------------------------
-
-
-def _describe(model_name, pretrained):
-    if model_name.startswith(("hf-hub:", "local-dir:")):
-        return f"model_name={model_name!r}"
-    return f"model_name={model_name!r}, pretrained={pretrained!r}"
-
-
-def _offline_help(model_name, pretrained):
-    if model_name.startswith("hf-hub:"):
-        local = (
-            "copy the hub repository (its open_clip_config.json and weights file) "
-            "to a local folder and pass model_name='local-dir:/path/to/folder'"
-        )
-    else:
-        local = (
-            "pass the path of a checkpoint file for this architecture, e.g. "
-            f"VLMPartialAnnotator(..., model_name={model_name!r}, "
-            "pretrained='/path/to/open_clip_pytorch_model.bin') (.pt, .bin or "
-            ".safetensors; a copy of the file open_clip downloads into the "
-            "Hugging Face cache works)"
-        )
-    return (
-        f"To work offline, {local}; or build the model yourself and pass "
-        "model=, preprocess= and tokenizer=."
-    )
-
-
-class _DropOpenClipErrors(logging.Filter):
-    """Hide open_clip's own error log lines during the cache-only attempt."""
-
-    def filter(self, record):
-        return "open_clip" not in (record.pathname or "")
-
-
-def _reachable(url, timeout=_PROBE_TIMEOUT):
-    """Whether a TCP connection to the host of ``url`` (or its proxy) opens in time.
-
-    Runs in a daemon thread so that a slow name lookup cannot hold the caller
-    longer than ``timeout`` seconds.
-    """
-    parts = urllib.parse.urlsplit(url)
-    target = parts
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if proxy and parts.hostname and not urllib.request.proxy_bypass(parts.hostname):
-        target = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
-    host = target.hostname
-    if not host:
-        return False
-    port = target.port or (443 if target.scheme == "https" else 80)
-    result = []
-
-    def probe():
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    return bool(result and result[0])
-
-
-def _hub_endpoint():
-    try:
-        from huggingface_hub import constants
-
-        return constants.ENDPOINT
-    except ImportError:  # pragma: no cover - a dependency of open_clip
-        return None
-
-
-def _call_hub_offline(fn):
-    """Run ``fn`` with the Hugging Face hub in offline mode (local cache only)."""
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover
-        return fn()
-    root = logging.getLogger()
-    log_filter = _DropOpenClipErrors()
-    with _hub_lock:
-        previous = constants.HF_HUB_OFFLINE
-        constants.HF_HUB_OFFLINE = True
-        root.addFilter(log_filter)
-        try:
-            return fn()
-        finally:
-            constants.HF_HUB_OFFLINE = previous
-            root.removeFilter(log_filter)
-
-
-def _looks_like_path(pretrained):
-    text = os.fspath(pretrained)
-    return (
-        isinstance(pretrained, os.PathLike)
-        or os.sep in text
-        or (os.altsep is not None and os.altsep in text)
-        or text.lower().endswith(_CHECKPOINT_SUFFIXES)
-        or os.path.exists(text)
-    )
-
-
-def _chain_matches(exc, types, texts):
-    """Whether ``exc`` or an exception it chains is one of ``types`` or mentions ``texts``."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, types) or any(t in str(exc).lower() for t in texts):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _hub_errors():
-    try:
-        from huggingface_hub import errors
-    except ImportError:  # pragma: no cover
-        return (), ()
-    return (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled), (errors.HfHubHTTPError,)
-
-
-def _is_cache_miss(exc):
-    """Whether ``exc`` says that a hub file is not in the local cache."""
-    return _chain_matches(exc, _hub_errors()[0], ("offline mode", "local cache"))
-
-
-def _is_download_error(exc):
-    """Whether ``exc`` comes from downloading (network, hub, missing remote file)."""
-    import urllib.error
-
-    types = (*_hub_errors()[0], *_hub_errors()[1], urllib.error.URLError, ConnectionError,
-             TimeoutError, socket.gaierror)
-    return _chain_matches(exc, types, ("failed to download", "local cache"))
-
-
-def _load_open_clip(model_name, pretrained, verbose=False):
-    """Create ``(model, preprocess, tokenizer)`` the way a user would with open_clip.
-
-    Everything is first loaded with the Hugging Face hub in offline mode
-    (local files and cache only), so cached weights, configs and tokenizers
-    never touch the network. When something is not cached, the download host
-    is probed for a few seconds; if it cannot be reached an ``OSError``
-    explains how to use a local checkpoint instead, rather than letting the
-    downloader retry for minutes.
-    """
-    import open_clip
-
-    kwargs = {}
-    # configs and tokenizers may come from the hub on every route
-    download_url = _hub_endpoint()
-    direct_url = None
-    if model_name.startswith(("hf-hub:", "local-dir:")):
-        pass
-    elif pretrained is not None and _looks_like_path(pretrained):
-        path = os.fspath(pretrained)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"pretrained={path!r} is not a file. Give the path of an open_clip "
-                f"checkpoint for model_name={model_name!r} (.pt, .bin or "
-                ".safetensors), or a pretrained tag such as 'openai'."
-            )
-        pretrained = path
-    elif pretrained is not None:
-        if model_name not in open_clip.list_models():
-            raise ValueError(
-                f"model_name={model_name!r} is not an open_clip architecture. "
-                f"Known names include {_format_list(open_clip.list_models(), 8)}; "
-                "see open_clip.list_models()."
-            )
-        cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
-        if not cfg:
-            tags = open_clip.list_pretrained_tags_by_model(model_name)
-            raise ValueError(
-                f"pretrained={pretrained!r} is neither a file nor a known tag for "
-                f"model_name={model_name!r}; known tags: {_format_list(tags, 10)}."
-            )
-        if cfg.get("quick_gelu") and not open_clip.get_model_config(model_name).get(
-            "quick_gelu", False
-        ):
-            # e.g. ViT-B-32 + 'openai': the weights were trained with QuickGELU.
-            kwargs["force_quick_gelu"] = True
-        if cfg.get("url") and not (cfg.get("hf_hub") and download_url):
-            # a plain URL download (not blocked by the hub's offline mode)
-            cached = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(cfg["url"]))
-            if not os.path.isfile(cached):
-                direct_url = cfg["url"]
-
-    def load():
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                model_name,
-                pretrained=None if pretrained is None else os.fspath(pretrained),
-                **kwargs,
-            )
-        except RuntimeError as exc:
-            if pretrained is not None and os.path.isfile(os.fspath(pretrained)):
-                raise RuntimeError(
-                    f"Could not load the checkpoint {os.fspath(pretrained)!r} into "
-                    f"open_clip's {model_name!r} architecture: {exc}. Check that "
-                    "model_name matches the checkpoint."
-                ) from exc
-            raise
-        context_length = getattr(model, "context_length", None)
-        tokenizer = open_clip.get_tokenizer(model_name, context_length=context_length)
-        return model, preprocess, tokenizer
-
-    def unreachable(host_url):
-        host = urllib.parse.urlsplit(host_url).netloc or host_url
-        return OSError(
-            f"Could not load {_describe(model_name, pretrained)}: files it needs "
-            "(weights, config or tokenizer) are not in the local cache and the "
-            f"download host {host} cannot be reached (no network?). "
-            + _offline_help(model_name, pretrained)
-        )
-
-    if direct_url is not None:
-        if not _reachable(direct_url):
-            raise unreachable(direct_url)
-    elif download_url is not None:
-        try:
-            return _call_hub_offline(load)
-        except Exception as exc:
-            if not _is_cache_miss(exc):
-                raise
-            if not _reachable(download_url):
-                raise unreachable(download_url) from exc
-    if verbose:
-        print(
-            f"[VLMPartialAnnotator] downloading {_describe(model_name, pretrained)}",
-            file=sys.stderr,
-        )
-    try:
-        return load()
-    except Exception as exc:
-        if not _is_download_error(exc):
-            raise
-        raise OSError(
-            f"Could not download {_describe(model_name, pretrained)}: {exc}. "
-            + _offline_help(model_name, pretrained)
-        ) from exc
-
-
-# --------------------------------------------------------------------------
-# Images: reading, hashing and the embedding cache
-# --------------------------------------------------------------------------
-
-
-def _is_pil(obj):
-    from PIL import Image
-
-    return isinstance(obj, Image.Image)
-
-
-class _ImageSource:
-    """Iterate any supported image input as RGB uint8 ``(H, W, 3)`` arrays.
-
-    Lists of PIL images and lists of paths are read one by one, so they may
-    mix image sizes (the model's preprocess resizes them); everything else
-    goes through :func:`as_input_data`.
-    """
-
-    def __init__(self, X):
-        if isinstance(X, AnnotatedImages):
-            X = X.images
-        self.items = None
-        self.data = None
-        if isinstance(X, (list, tuple)) and len(X) > 0:
-            if all(_is_pil(x) for x in X):
-                self.items, self.kind = list(X), "pil"
-            elif all(isinstance(x, (str, os.PathLike)) for x in X):
-                self.items, self.kind = [os.fspath(x) for x in X], "path"
-        if self.items is None:
-            data = as_input_data(X)
-            if data.kind != "images":
-                raise ValueError(
-                    "VLMPartialAnnotator needs images, but X was read as feature "
-                    f"vectors of shape {data.sample_shape}. Pass images as "
-                    "(N, H, W), (N, H, W, C) or (N, C, H, W) arrays, PIL images or "
-                    "file paths."
-                )
-            self.data = data
-
-    def __len__(self):
-        return len(self.items) if self.items is not None else len(self.data)
-
-    def _read(self, i):
-        from PIL import Image
-
-        item = self.items[i]
-        if self.kind == "pil":
-            return np.asarray(item.convert("RGB"), dtype=np.uint8)
-        try:
-            with Image.open(item) as im:
-                return np.asarray(im.convert("RGB"), dtype=np.uint8)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise ValueError(
-                f"Could not read image file {item!r} (sample {i}): "
-                f"{type(exc).__name__}: {exc}. Check that the file exists and is "
-                "an image PIL can open."
-            ) from exc
-
-    def chunk(self, start, stop, mapper=map):
-        """Return the images ``start:stop`` as a list of ``(H, W, 3)`` uint8 arrays.
-
-        ``mapper`` (``map`` or an executor's ``map``) reads files and PIL images.
-        """
-        if self.items is not None:
-            return list(mapper(self._read, range(start, stop)))
-        batch = self.data.get_batch(slice(start, stop))
-        if batch.dtype != torch.uint8:
-            batch = (batch.float().clamp(0, 1) * 255).round().to(torch.uint8)
-        arr = batch.numpy()
-        if arr.shape[1] == 1:
-            arr = np.repeat(arr, 3, axis=1)
-        elif arr.shape[1] > 3:
-            arr = arr[:, :3]
-        arr = np.ascontiguousarray(arr.transpose(0, 2, 3, 1))
-        return list(arr)
-
-
-def _image_key(img):
-    """Content key of an ``(H, W, 3)`` uint8 image: sha1 of its shape and bytes."""
-    h = hashlib.sha1(f"{img.shape[0]}x{img.shape[1]}x3:".encode())
-    h.update(np.ascontiguousarray(img).data)
-    return h.hexdigest()
-
-
-def _strip_addresses(text):
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
-
-
-def _weights_fingerprint(model):
-    """Cheap fingerprint of the image tower: names, shapes and sampled values."""
-    tower = getattr(model, "visual", model)
-    state = list(tower.state_dict().items())
-    h = hashlib.sha1(type(model).__name__.encode())
-    for name, t in state:
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-    if state:
-        picks = sorted({0, len(state) // 4, len(state) // 2, 3 * len(state) // 4, len(state) - 1})
-        for i in picks:
-            flat = state[i][1].detach().reshape(-1)
-            step = max(1, flat.numel() // 4096)
-            sample = flat[::step][:4096].to("cpu", torch.float32).contiguous()
-            h.update(sample.numpy().tobytes())
-    return h.hexdigest()
-
-
-class _DiskCache:
-    """Embeddings on disk: one shard file per encoded batch.
-
-    A shard ``<root>/<unique name>.npz`` holds the content keys and the
-    embeddings of one batch. It is written under a temporary name and
-    renamed, and never modified afterwards, so any number of processes
-    (parallel folds of a grid search) can read and add shards at the same
-    time without locks; an unreadable shard is skipped. :meth:`refresh`
-    indexes the shards written since the last call.
-    """
-
-    def __init__(self, root, info):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._index = {}  # key -> shard path
-        self._seen = set()
-        info_path = self.root / "model.json"
-        if not info_path.exists():
-            self._atomic_write(info_path, lambda f: f.write(json.dumps(info, indent=1).encode()))
-
-    def _atomic_write(self, path, write):
-        tmp = path.with_name(f".{path.name}.{os.getpid():x}-{os.urandom(4).hex()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                write(f)
-            os.replace(tmp, path)
-        except OSError:  # full or read-only disk: the cache is an optimisation
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-
-    def refresh(self):
-        try:
-            entries = list(os.scandir(self.root))
-        except OSError:
-            return
-        for entry in entries:
-            if not entry.name.endswith(".npz") or entry.name in self._seen:
-                continue
-            self._seen.add(entry.name)
-            try:
-                with np.load(entry.path, allow_pickle=False) as shard:
-                    keys = shard["keys"].tolist()
-            except (OSError, ValueError, KeyError, EOFError):
-                continue
-            for key in keys:
-                self._index.setdefault(key, entry.path)
-
-    def lookup(self, key, memory):
-        """Embedding of ``key`` or None; a hit loads its whole shard into ``memory``."""
-        path = self._index.get(key)
-        if path is None:
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as shard:
-                keys, vectors = shard["keys"].tolist(), shard["embeddings"]
-        except (OSError, ValueError, KeyError, EOFError):
-            self._index = {k: p for k, p in self._index.items() if p != path}
-            return None
-        for k, vec in zip(keys, vectors.astype(np.float32, copy=False)):
-            memory.setdefault(k, vec)
-        return memory.get(key)
-
-    def add(self, keys, vectors):
-        name = f"{time.time_ns():x}-{os.getpid():x}-{os.urandom(4).hex()}.npz"
-        path = self.root / name
-        keys = np.asarray(keys, dtype="U40")
-        self._atomic_write(path, lambda f: np.savez(f, keys=keys, embeddings=vectors))
-        self._seen.add(name)
-        for key in keys.tolist():
-            self._index.setdefault(key, str(path))
+_LOW_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class _Done:
@@ -531,10 +89,14 @@ def _resolve_device(device):
     return torch.device(device)
 
 
-def _module_device_dtype(module):
+def _module_device(module):
     for p in module.parameters():
-        return p.device, p.dtype
-    return torch.device("cpu"), torch.float32
+        return p.device
+    return torch.device("cpu")
+
+
+def _has_low_precision(module):
+    return any(p.is_floating_point() and p.dtype != torch.float32 for p in module.parameters())
 
 
 def _cpu_copy(module):
@@ -544,9 +106,22 @@ def _cpu_copy(module):
     return torch.load(buf, map_location="cpu", weights_only=False)
 
 
-# --------------------------------------------------------------------------
-# The estimator
-# --------------------------------------------------------------------------
+class _DeferredAnnotation:
+    """The annotation of ``images`` by a frozen copy of a fitted annotator.
+
+    What :meth:`VLMPartialAnnotator.transform` hands to
+    :class:`~sklearn_npll._inputs.AnnotatedImages`: a refit or ``set_params``
+    of the annotator afterwards does not change it, and it pickles (without
+    the vision-language model, which is loaded again if it must annotate).
+    """
+
+    def __init__(self, annotator, images):
+        self.annotator = annotator
+        self.images = images
+
+    def __call__(self):
+        candidates = self.annotator.annotate(self.images)
+        return candidates, self.annotator.votes_
 
 
 class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
@@ -557,15 +132,18 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
     sets as an :class:`~sklearn_npll._inputs.AnnotatedImages`, which a
     partial-label classifier accepts as ``X``. No manual label is needed
     anywhere. Image embeddings are cached in memory and, with ``cache_dir``,
-    on disk, keyed by the model and the pixel content, so annotating the same
+    on disk, keyed by the model and the image content, so annotating the same
     images again (a second ``transform``, every fold of a grid search) does
-    not run the image tower again.
+    not run the image tower again; prompt embeddings are cached the same way,
+    so the clones of a grid search encode their prompts once.
 
     Parameters
     ----------
     class_names : array-like of str of shape (n_classes,)
         The class names, written the way a caption would mention them
-        (``"number 0"`` rather than ``"0"``). They are also ``classes_``.
+        (``"number 0"`` rather than ``"0"``). They are also ``classes_``,
+        unchanged; in prompts, underscores read as spaces (``"maple_tree"``
+        is prompted as ``"maple tree"``).
     model_name : str, default="ViT-B-32"
         open_clip architecture (see ``open_clip.list_models()``), or a
         ``"hf-hub:org/repo"`` / ``"local-dir:/path"`` reference.
@@ -576,15 +154,20 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         ``open_clip.create_model_and_transforms(model_name, pretrained=path)``),
         or None for random weights (testing only). Ignored when ``model`` is
         given or ``model_name`` is a hub/local-dir reference. Weights named by
-        a tag are taken from the local cache when present; otherwise they are
-        downloaded, and if the download host cannot be reached within a few
-        seconds ``fit`` raises an ``OSError`` explaining the offline options.
-    templates : {"small", "imagenet"} or list of str or callable, default="small"
+        a tag are taken from the local Hugging Face cache when present
+        (without contacting the network); otherwise they are downloaded
+        within ``hub_timeout`` seconds, or ``fit`` raises an ``OSError``
+        explaining the offline options. Models with a Hugging Face tokenizer
+        (SigLIP, SigLIP2, ...) need the ``hf`` extra
+        (``pip install "sklearn-npll[hf]"``, which installs ``transformers``).
+    templates : {"small", "imagenet", "imagenet-simple"} or list, default="small"
         Prompt templates: ``"small"`` is the 27-template reference set
         (:data:`SMALL_TEMPLATES`), ``"imagenet"`` open_clip's 80
-        ``OPENAI_IMAGENET_TEMPLATES``; a list may hold strings with one
-        ``{}`` placeholder for the class name, or callables mapping a class
-        name to a prompt.
+        ``OPENAI_IMAGENET_TEMPLATES``, ``"imagenet-simple"`` its 7
+        ``SIMPLE_IMAGENET_TEMPLATES`` (see ``TEMPLATE_SETS``); a list may hold
+        strings with one ``{}`` placeholder for the class name, or callables
+        called with each class name (as it reads in prompts, see
+        ``class_names``) and returning the prompt.
     mode : {"multi_prompt", "topk", "prob_ratio"}, default="multi_prompt"
         How a candidate set is made. ``"multi_prompt"``: union over templates
         of each template's top-1 class. ``"topk"``: the ``k`` classes with the
@@ -606,10 +189,32 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         Where the model runs; ``"auto"`` picks CUDA when available.
     cache_dir : str or os.PathLike, default=None
         Directory of the on-disk embedding cache, shared by every instance
-        (and clone) that points to it. One subdirectory per model, one small
-        ``.npy`` file per image. None keeps the in-memory cache only.
+        (and clone, and process) that points to it: one subdirectory per
+        (image tower, preprocessing, precision) identity holding image
+        embeddings, one per text identity holding prompt embeddings, each as
+        shard files of one batch. A damaged shard is skipped with a warning
+        and encoded again. None keeps the in-memory caches only. Not used
+        (with a warning) when ``preprocess`` is a callable of your own and
+        ``preprocess_key`` is None.
     verbose : bool or int, default=False
-        Print what is loaded and show a progress bar over the images.
+        Print what is loaded and show progress bars over the prompts and the
+        images.
+    precision : {"auto", "fp32", "fp16", "bf16"}, default="auto"
+        Compute precision of both towers. ``"auto"``: fp16 autocast on CUDA,
+        fp32 elsewhere. ``"fp16"`` / ``"bf16"`` run the model under
+        ``torch.autocast`` with that type; ``"fp32"`` runs in float32 and
+        converts a model created at a lower precision (open_clip's
+        ``precision="bf16"``, for instance) to float32 at ``fit``. Embeddings
+        of different precisions are cached apart.
+    hub_timeout : float, default=60.0
+        Seconds ``fit`` may spend downloading what is not cached (weights,
+        configs, tokenizers) before it raises an ``OSError``; a download
+        still running then is left to finish in a background thread.
+    preprocess_key : str, default=None
+        A name for your own ``preprocess`` callable, to change whenever its
+        behaviour changes: it then identifies the preprocessing in the disk
+        cache. open_clip and torchvision transforms are identified by their
+        parameters and need none.
     model : torch.nn.Module, default=None
         A ready model with ``encode_image`` and ``encode_text`` (an open_clip
         model, for instance); ``model_name`` and ``pretrained`` are then not
@@ -621,7 +226,8 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
     tokenizer : callable, default=None
         List of prompts -> token tensor. With ``model`` and no tokenizer,
         ``open_clip.get_tokenizer(model_name)`` is used with the model's
-        context length.
+        context length. Prompt embeddings are cached only for open_clip's
+        tokenizers.
     synonyms : dict of str to list of str, default=None
         Extra names per class (``{"car": ["automobile"]}``). The text
         embeddings of a class's names are averaged for every template.
@@ -630,10 +236,17 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
     ----------
     classes_ : ndarray of shape (n_classes,)
         The class names, in column order of the candidate matrix.
-    templates_ : list of str
-        The templates used, each with a ``{}`` placeholder.
+    templates_ : list of str or callable
+        The templates used: strings with a ``{}`` placeholder, or callables.
+    prompt_names_ : list of str
+        How each class reads in prompts.
+    precision_ : {"fp32", "fp16", "bf16"}
+        The resolved ``precision``.
     model_ : torch.nn.Module
-        The vision-language model.
+        The vision-language model. Not pickled when it was loaded from
+        ``model_name`` / ``pretrained``: an unpickled annotator loads it
+        again the first time it must annotate (and checks that the weights
+        are the same).
     preprocess_ : callable
         Its image preprocessing (PIL image -> tensor).
     tokenizer_ : callable
@@ -644,12 +257,16 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         The model's ``logit_scale.exp()`` (100 for a model without one).
     logit_bias_ : float or None
         The model's logit bias; not None for sigmoid models such as SigLIP.
-    model_key_ : str
-        Identity of the image tower and preprocess used in cache keys.
+    model_key_ : str or None
+        Identity of the image embeddings (digest of the whole image tower's
+        state, the preprocessing and the precision) used as cache key; None
+        when the preprocessing has no identity (no disk caching).
     votes_ : ndarray of shape (n_samples, n_templates)
-        Per-template top-1 class indices of the last annotation.
+        Per-template top-1 class indices of the last :meth:`annotate` (or
+        ``fit_transform``).
     candidate_stats_ : dict
-        :func:`~sklearn_npll.datasets.candidate_stats` of the last annotation.
+        :func:`~sklearn_npll.datasets.candidate_stats` of the same annotation,
+        with coverage and noise rate when ``fit_transform`` got ``y``.
 
     See Also
     --------
@@ -665,11 +282,13 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
     no-op for softmax models); top-k and ratio rules are unaffected by that
     renormalisation. A template's vote is the argmax of its scores.
 
-    Embedding cache keys combine ``model_name``, ``pretrained``, a
-    fingerprint of sampled image-tower weights (taken at ``fit``; refit after
-    changing an injected model's weights), the preprocess and the sha1 of
-    each image's RGB pixels and shape. ``transform`` returns a container, not
-    an array, so ``set_output`` does not apply to it.
+    Image embeddings are keyed by a digest of every tensor of the image tower
+    (computed once per loaded model), the preprocessing's parameters, the
+    precision and each image's content: the bytes of a file (so a cached
+    re-run does not decode the files again) or the RGB pixels and shape of an
+    array or PIL image. An injected model whose weights change after ``fit``
+    is detected; refit it. ``transform`` returns a container, not an array,
+    so ``set_output`` does not apply to it.
 
     Examples
     --------
@@ -688,7 +307,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         "class_names": ["array-like"],
         "model_name": [str],
         "pretrained": [str, os.PathLike, None],
-        "templates": [StrOptions({"small", "imagenet"}), list, tuple],
+        "templates": [StrOptions(set(TEMPLATE_SETS)), list, tuple],
         "mode": [StrOptions({"multi_prompt", "topk", "prob_ratio"})],
         "k": [Interval(Integral, 1, None, closed="left")],
         "ratio": [Interval(Real, 0, 1, closed="right")],
@@ -701,6 +320,9 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         "preprocess": [callable, None],
         "tokenizer": [callable, None],
         "synonyms": [dict, None],
+        "precision": [StrOptions({"auto", "fp32", "fp16", "bf16"})],
+        "hub_timeout": [Interval(Real, 0, None, closed="neither")],
+        "preprocess_key": [str, None],
     }
 
     def __init__(
@@ -721,6 +343,9 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         preprocess=None,
         tokenizer=None,
         synonyms=None,
+        precision="auto",
+        hub_timeout=60.0,
+        preprocess_key=None,
     ):
         self.class_names = class_names
         self.model_name = model_name
@@ -738,6 +363,9 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.synonyms = synonyms
+        self.precision = precision
+        self.hub_timeout = hub_timeout
+        self.preprocess_key = preprocess_key
 
     # ---------------------------------------------------------------- checks
 
@@ -763,41 +391,6 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             )
         return names
 
-    def _resolve_templates(self):
-        templates = self.templates
-        if isinstance(templates, str):
-            if templates == "small":
-                return list(SMALL_TEMPLATES)
-            from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-
-            return [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]
-        templates = list(templates)
-        if not templates:
-            raise ValueError("templates is an empty list; give at least one template.")
-        resolved = []
-        for i, t in enumerate(templates):
-            if isinstance(t, str):
-                if t.count("{}") != 1:
-                    raise ValueError(
-                        f"templates[{i}]={t!r} must contain exactly one '{{}}' "
-                        "placeholder for the class name, e.g. 'a photo of a {}'."
-                    )
-                resolved.append(t)
-            elif callable(t):
-                text = t("{}")
-                if not isinstance(text, str) or "{}" not in text:
-                    raise ValueError(
-                        f"templates[{i}] is a callable that does not map a class "
-                        f"name to a prompt string containing it (got {text!r})."
-                    )
-                resolved.append(text)
-            else:
-                raise TypeError(
-                    f"templates[{i}] is a {type(t).__name__}; templates must be "
-                    "strings with '{}' or callables."
-                )
-        return resolved
-
     def _check_synonyms(self, names):
         if not self.synonyms:
             return {}
@@ -821,6 +414,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             print(f"[VLMPartialAnnotator] {message}", file=sys.stderr)
 
     def _load_model(self):
+        """``(model, preprocess, tokenizer)`` from the parameters."""
         if self.model is not None:
             model = self.model
             preprocess = self.preprocess
@@ -843,29 +437,42 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
                 tokenizer = open_clip.get_tokenizer(
                     self.model_name, context_length=getattr(model, "context_length", None)
                 )
-            identity = {"model": f"injected {type(model).__name__}"}
         else:
             self._log(f"loading {self.model_name} / {self.pretrained}")
-            model, preprocess, tokenizer = _load_open_clip(
-                self.model_name, self.pretrained, verbose=self.verbose
+            model, preprocess, tokenizer = load_open_clip(
+                self.model_name, self.pretrained, timeout=self.hub_timeout,
+                verbose=self.verbose,
             )
             if self.preprocess is not None:
                 preprocess = self.preprocess
             if self.tokenizer is not None:
                 tokenizer = self.tokenizer
-            pretrained = self.pretrained
-            if pretrained is not None and _looks_like_path(pretrained):
-                pretrained = os.path.basename(os.fspath(pretrained))
-            identity = {"model_name": self.model_name, "pretrained": pretrained}
         for name in ("encode_image", "encode_text"):
             if not callable(getattr(model, name, None)):
                 raise TypeError(
                     f"The model ({type(model).__name__}) has no {name} method; give an "
                     "open_clip model or one with encode_image and encode_text."
                 )
-        identity["weights"] = _weights_fingerprint(model)
-        identity["preprocess"] = _strip_addresses(repr(preprocess))
-        return model, preprocess, tokenizer, identity
+        return model, preprocess, tokenizer
+
+    def _place_model(self, model):
+        """Eval mode, float32 weights when computing in fp32, on the device."""
+        model.eval()
+        if self.precision_ == "fp32" and _has_low_precision(model):
+            model.float()
+        model.to(_resolve_device(self.device))
+        return model
+
+    def _resolve_precision(self, device):
+        if self.precision == "auto":
+            return "fp16" if device.type == "cuda" else "fp32"
+        return self.precision
+
+    def _compute(self, device):
+        """Context of every forward pass: autocast in fp16 / bf16."""
+        if self.precision_ == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=_LOW_PRECISION[self.precision_])
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X=None, y=None):
@@ -887,35 +494,70 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             The fitted annotator.
         """
         names = self._check_class_names()
-        templates = self._resolve_templates()
+        templates = resolve_templates(self.templates, probe_name=prompt_name(names[0]))
         synonyms = self._check_synonyms(names)
         if self.mode == "topk" and self.k > len(names):
             raise ValueError(
                 f"k={self.k} exceeds the number of classes ({len(names)}) in "
                 "mode='topk'; choose k <= n_classes."
             )
-        model, preprocess, tokenizer, identity = self._load_model()
+        model, preprocess, tokenizer = self._load_model()
         device = _resolve_device(self.device)
-        model.eval()
-        model.to(device)
+        self.precision_ = self._resolve_precision(device)
+        self._place_model(model)
 
         self.model_ = model
         self.preprocess_ = preprocess
         self.tokenizer_ = tokenizer
+        # shared with the copies deferred annotations hold, so that a model
+        # loaded again (after unpickling) by one of them serves all
+        self._loaded = {"model": model, "preprocess": preprocess, "tokenizer": tokenizer}
         self.classes_ = np.asarray(names)
         self.templates_ = templates
-        self.text_features_ = self._encode_prompts(names, templates, synonyms, device)
+        self.prompt_names_ = [prompt_name(n) for n in names]
+        image_digest, text_digest = model_digests(model)
+        self._image_digest = image_digest
+        preprocess_id = self.preprocess_key or transform_key(preprocess)
+        if preprocess_id is None:
+            self.model_key_ = None
+            if self.cache_dir is not None:
+                warnings.warn(
+                    f"cache_dir={os.fspath(self.cache_dir)!r} is not used: preprocess is "
+                    f"a callable of your own ({type(preprocess).__name__}) whose behaviour "
+                    "cannot be identified, so its embeddings could be confused with "
+                    "another preprocessing's. Pass preprocess_key='<a name that changes "
+                    "when your preprocessing changes>' to cache on disk.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        else:
+            self._image_identity = {
+                "model_name": self.model_name, "image_tower": image_digest,
+                "preprocess": preprocess_id, "precision": self.precision_,
+            }
+            self.model_key_ = key_of(self._image_identity)
+        tokenizer_id = tokenizer_key(tokenizer)
+        self._text_identity = None if tokenizer_id is None else {
+            "model_name": self.model_name, "text": text_digest,
+            "tokenizer": tokenizer_id, "precision": self.precision_,
+        }
+        self.text_features_ = self._encode_prompts(self.prompt_names_, templates, synonyms,
+                                                   names, device)
         scale = getattr(model, "logit_scale", None)
         self.logit_scale_ = (
-            100.0 if scale is None else float(torch.as_tensor(scale).detach().exp().mean())
+            100.0 if scale is None else float(torch.as_tensor(scale).detach().float().exp().mean())
         )
         bias = getattr(model, "logit_bias", None)
-        self.logit_bias_ = None if bias is None else float(torch.as_tensor(bias).detach().mean())
-        key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-        self._model_info = identity
-        if getattr(self, "model_key_", None) != key or not hasattr(self, "_memory_cache"):
+        self.logit_bias_ = (
+            None if bias is None else float(torch.as_tensor(bias).detach().float().mean())
+        )
+        if (
+            self.model_key_ is None
+            or getattr(self, "_cache_key", None) != self.model_key_
+            or not hasattr(self, "_memory_cache")
+        ):
             self._memory_cache = {}
-        self.model_key_ = key
+        self._cache_key = self.model_key_
         self._text_cache = None
         self._log(
             f"{len(templates)} templates x {len(names)} classes encoded "
@@ -925,20 +567,64 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         )
         return self
 
-    def _encode_prompts(self, names, templates, synonyms, device):
+    def _slug(self):
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.model_name).strip("_")[:40]
+
+    def _encode_prompts(self, prompt_names, templates, synonyms, names, device):
+        """``(n_templates, n_classes, dim)`` prompt embeddings, through the caches."""
+        from tqdm.auto import tqdm
+
         prompts, owner = [], []
         for ti, template in enumerate(templates):
-            for ci, name in enumerate(names):
-                for alias in [name, *synonyms.get(name, [])]:
-                    prompts.append(template.replace("{}", alias))
+            for ci, (name, shown) in enumerate(zip(names, prompt_names)):
+                for alias in [shown, *synonyms.get(name, [])]:
+                    text = fill(template, alias)
+                    if not isinstance(text, str):
+                        raise ValueError(
+                            f"templates[{ti}] returned {text!r} for the class "
+                            f"{alias!r}; a template must return a prompt string."
+                        )
+                    prompts.append(text)
                     owner.append(ti * len(names) + ci)
-        feats = []
-        with torch.inference_mode():
-            for start in range(0, len(prompts), self.batch_size):
-                tokens = self.tokenizer_(prompts[start : start + self.batch_size])
-                out = self.model_.encode_text(torch.as_tensor(tokens).to(device))
-                feats.append(torch.nn.functional.normalize(out.float(), dim=-1).cpu())
-        feats = torch.cat(feats)
+        unique = list(dict.fromkeys(prompts))
+        key = None if self._text_identity is None else key_of(self._text_identity)
+        found = {}
+        disk = None
+        if key is not None:
+            for p in unique:
+                vec = TEXT_CACHE.get(key, p)
+                if vec is not None:
+                    found[p] = vec
+            if self.cache_dir is not None and len(found) < len(unique):
+                root = Path(self.cache_dir) / f"text-{self._slug()}-{key[:16]}"
+                disk = DiskCache(root, self._text_identity, width=None)
+                disk.refresh()
+                shard = {}
+                for p in unique:
+                    if p not in found:
+                        vec = disk.lookup(prompt_key(p), shard)
+                        if vec is not None:
+                            found[p] = vec
+                TEXT_CACHE.put(key, list(found), [found[p] for p in found])
+        missing = [p for p in unique if p not in found]
+        if missing:
+            batches = range(0, len(missing), self.batch_size)
+            with torch.inference_mode(), self._compute(device), tqdm(
+                total=len(missing), unit="prompt", desc="Encoding prompts",
+                disable=not self.verbose,
+            ) as bar:
+                for start in batches:
+                    chunk = missing[start : start + self.batch_size]
+                    tokens = torch.as_tensor(self.tokenizer_(chunk)).to(device)
+                    out = self.model_.encode_text(tokens)
+                    vecs = torch.nn.functional.normalize(out.float(), dim=-1).cpu().numpy()
+                    found.update(zip(chunk, vecs))
+                    if disk is not None:
+                        disk.add([prompt_key(p) for p in chunk], vecs)
+                    bar.update(len(chunk))
+            if key is not None:
+                TEXT_CACHE.put(key, missing, [found[p] for p in missing])
+        feats = torch.from_numpy(np.stack([found[p] for p in prompts]).astype(np.float32))
         owner = torch.as_tensor(owner)
         n_pairs = len(templates) * len(names)
         summed = torch.zeros(n_pairs, feats.shape[1]).index_add_(0, owner, feats)
@@ -947,9 +633,25 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
 
     # ------------------------------------------------------------- embedding
 
-    def _device(self):
+    def _ensure_model(self):
+        """The device, with the model loaded (after unpickling) and unchanged since fit."""
+        if getattr(self, "model_", None) is None:
+            loaded = self._loaded
+            if "model" not in loaded:
+                self._log("loading the model again to annotate")
+                model, preprocess, tokenizer = self._load_model()
+                self._place_model(model)
+                loaded.update(model=model, preprocess=preprocess, tokenizer=tokenizer)
+            self.model_ = loaded["model"]
+            self.preprocess_, self.tokenizer_ = loaded["preprocess"], loaded["tokenizer"]
+        if model_digests(self.model_)[0] != self._image_digest:
+            raise RuntimeError(
+                "The image tower's weights are not those the annotator was fitted "
+                "with (the model was changed in place, or the checkpoint file was "
+                "replaced); call fit again."
+            )
         device = _resolve_device(self.device)
-        current, _ = _module_device_dtype(self.model_)
+        current = _module_device(self.model_)
         if current.type != device.type or (
             device.index is not None and current.index != device.index
         ):
@@ -957,13 +659,13 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         return device
 
     def _disk_cache(self):
-        if self.cache_dir is None:
+        if self.cache_dir is None or self.model_key_ is None:
             return None
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.model_name).strip("_")[:40]
-        root = Path(self.cache_dir) / f"{slug}-{self.model_key_[:16]}"
+        root = Path(self.cache_dir) / f"{self._slug()}-{self.model_key_[:16]}"
         disk = getattr(self, "_disk", None)
         if disk is None or disk.root != root:
-            disk = self._disk = _DiskCache(root, self._model_info)
+            disk = self._disk = DiskCache(root, self._image_identity,
+                                          width=self.text_features_.shape[-1])
         disk.refresh()
         return disk
 
@@ -977,17 +679,16 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
     def _embed_images(self, X):
         """Normalised image embeddings ``(n, embed_dim)`` float32, through the caches.
 
-        Images are read, hashed and looked up chunk by chunk; the misses are
-        preprocessed by a thread pool and encoded in full batches by one
+        Images are keyed (files by their bytes, arrays by their pixels) and
+        looked up chunk by chunk; only the misses are decoded and
+        preprocessed, by a thread pool, and encoded in full batches by one
         model thread, so preprocessing the next chunk overlaps with encoding.
         """
-        from PIL import Image
         from tqdm.auto import tqdm
 
-        source = _ImageSource(X)
+        source = ImageSource(X)
         n = len(source)
-        device = self._device()
-        _, dtype = _module_device_dtype(self.model_)
+        device = self._ensure_model()
         memory = self._memory_cache
         disk = self._disk_cache()
         preprocess = self.preprocess_
@@ -1004,8 +705,8 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             out[i] = vec
 
         def encode(batch):
-            with torch.inference_mode():
-                feats = self.model_.encode_image(batch.to(device, dtype))
+            with torch.inference_mode(), self._compute(device):
+                feats = self.model_.encode_image(batch.to(device))
                 return torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
 
         def finish():
@@ -1020,7 +721,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
 
         def submit():
             keys = list(pending)[:batch_size]
-            batch = torch.stack([pending[k][0] for k in keys])
+            batch = torch.stack([pending[k][0] for k in keys]).float()
             for key in keys:
                 waiting[key] = pending.pop(key)[1]
             if model_thread is None:
@@ -1030,8 +731,8 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             while len(inflight) > 1:  # the previous batch; this one keeps running
                 finish()
 
-        def prepare(img):
-            return preprocess(Image.fromarray(img))
+        def prepare(payload):
+            return preprocess(to_pil(payload))
 
         workers = self._n_workers()
         executor = ThreadPoolExecutor(workers) if workers > 1 else None
@@ -1046,16 +747,13 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             parts = [items[i : i + size] for i in range(0, len(items), size)]
             done = executor.map(lambda part: [fn(x) for x in part], parts)
             return [y for part in done for y in part]
+
         try:
             with tqdm(total=n, unit="img", desc="Annotating", disable=not self.verbose) as bar:
                 for start in range(0, n, batch_size):
                     stop = min(n, start + batch_size)
-                    images = source.chunk(start, stop, mapper)
                     misses = []
-                    # hashing releases the GIL, but threads only pay off on large images
-                    big = images[0].nbytes >= 1 << 16
-                    keys = mapper(_image_key, images) if big else map(_image_key, images)
-                    for offset, key in enumerate(keys):
+                    for offset, (key, payload) in enumerate(source.chunk(start, stop, mapper)):
                         i = start + offset
                         vec = memory.get(key)
                         if vec is None and disk is not None:
@@ -1068,10 +766,11 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
                             pending[key][1].append(i)
                         else:
                             pending[key] = [None, [i]]
-                            misses.append((key, images[offset]))
-                    tensors = mapper(prepare, [img for _, img in misses])
+                            misses.append((key, payload))
+                    tensors = mapper(prepare, [payload for _, payload in misses])
                     for (key, _), tensor in zip(misses, tensors):
                         pending[key][0] = tensor
+                    del misses
                     while len(pending) >= batch_size:
                         submit()
                     bar.update(stop - start)
@@ -1095,7 +794,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
     def _scores(self, X):
         """Per-template votes ``(n, d)`` and template-averaged scores ``(n, C)``."""
         emb = self._embed_images(X)
-        device = self._device()
+        device = _module_device(self.model_)
         text = self._text_on(device)
         n_templates, n_classes, _ = text.shape
         n = emb.shape[0]
@@ -1135,7 +834,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
 
     # ---------------------------------------------------------------- public
 
-    def annotate(self, X):
+    def annotate(self, X, y=None):
         """Return the candidate matrix of ``X``.
 
         Also sets ``votes_`` and ``candidate_stats_``.
@@ -1145,6 +844,9 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         X : array-like, list of PIL images, list of paths or Dataset
             Images, in any form :func:`~sklearn_npll._inputs.as_input_data`
             accepts (lists of PIL images or paths may mix sizes).
+        y : array-like of shape (n_samples,), default=None
+            True labels (class names), when known: ``candidate_stats_`` then
+            has the coverage and noise rate of the sets.
 
         Returns
         -------
@@ -1155,7 +857,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         votes, avg = self._scores(X)
         Y = self._candidates(votes, avg)
         self.votes_ = votes
-        self.candidate_stats_ = candidate_stats(Y, classes=self.classes_)
+        self.candidate_stats_ = candidate_stats(Y, y_true=y, classes=self.classes_)
         return Y
 
     def transform(self, X):
@@ -1165,8 +867,9 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         (``.candidates`` or ``.votes``). A classifier's ``predict`` reads only
         the images, so a fitted ``Pipeline`` predicts without running the
         vision-language model on new images; its ``score`` without labels
-        reads the candidates and annotates. ``fit_transform`` annotates at
-        once.
+        reads the candidates and annotates. The deferred annotation uses the
+        annotator as it is now (a later ``set_params`` or refit does not
+        change it), and pickles. ``fit_transform`` annotates at once.
 
         Parameters
         ----------
@@ -1182,11 +885,15 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         """
         check_is_fitted(self, "text_features_")
         images = X.images if isinstance(X, AnnotatedImages) else X
+        return AnnotatedImages(images=images, classes=self.classes_,
+                               annotate=_DeferredAnnotation(self._frozen_copy(), images))
 
-        def annotate():
-            return self.annotate(images), self.votes_
-
-        return AnnotatedImages(images=images, classes=self.classes_, annotate=annotate)
+    def _frozen_copy(self):
+        """A shallow copy sharing the model and caches (``copy.copy`` would
+        go through ``__getstate__``, which leaves the model out)."""
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        return twin
 
     def fit_transform(self, X, y=None):
         """Fit, then annotate ``X`` at once (what a ``Pipeline``'s ``fit`` calls).
@@ -1194,15 +901,51 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         Parameters
         ----------
         X : array-like, list of PIL images, list of paths or Dataset
-        y : ignored
+        y : array-like of shape (n_samples,), default=None
+            True labels, when known: only used for ``candidate_stats_``
+            (coverage and noise rate).
 
         Returns
         -------
         annotated : AnnotatedImages
         """
-        annotated = self.fit(X, y).transform(X)
-        annotated.candidates  # noqa: B018 (annotate now, not later)
-        return annotated
+        self.fit(X)
+        images = X.images if isinstance(X, AnnotatedImages) else X
+        candidates = self.annotate(images, y=y)
+        return AnnotatedImages(images=images, candidates=candidates, classes=self.classes_,
+                               votes=self.votes_)
+
+    def annotation_report(self, X, y=None):
+        """Per-class table of the candidate sets of ``X``.
+
+        Parameters
+        ----------
+        X : AnnotatedImages or images
+            What :meth:`transform` returned (its sets are used), or images to
+            annotate.
+        y : array-like of shape (n_samples,), default=None
+            True labels (class names), when known.
+
+        Returns
+        -------
+        report : pandas.DataFrame or dict of lists
+            One row per class and a last row ``"(all)"`` (a DataFrame indexed
+            by class when pandas is installed, else a dict of columns):
+            ``in_sets`` (how many sets hold the class), ``mean_set_size``
+            (mean size of those sets) and, with ``y``, ``support``,
+            ``coverage`` (share of the class's samples whose set holds it),
+            ``noise_rate`` and one ``vote_accuracy[<template>]`` column per
+            template.
+        """
+        check_is_fitted(self, "text_features_")
+        if isinstance(X, AnnotatedImages):
+            candidates, votes = X.candidates, X.votes
+        else:
+            candidates = self.annotate(X)
+            votes = self.votes_
+        names = [template_label(t, i) for i, t in enumerate(self.templates_)]
+        return annotation_report(candidates, self.classes_, votes=votes, y=y,
+                                 template_names=names)
 
     def predict_proba(self, X):
         """Template-averaged zero-shot class probabilities.
@@ -1240,24 +983,27 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
 
     def __getstate__(self):
         state = dict(super().__getstate__())
-        state.pop("_memory_cache", None)
-        state.pop("_text_cache", None)
-        state.pop("_disk", None)
-        copies = {}
-        for name in ("model", "model_"):
-            module = state.get(name)
-            if isinstance(module, torch.nn.Module):
-                if _module_device_dtype(module)[0].type != "cpu":
-                    if id(module) not in copies:
-                        copies[id(module)] = _cpu_copy(module)
-                    state[name] = copies[id(module)]
+        for name in ("_memory_cache", "_text_cache", "_disk", "_loaded"):
+            state.pop(name, None)
+        if self.model is None:
+            # loaded from model_name / pretrained: loaded again when needed
+            for name in ("model_", "preprocess_", "tokenizer_"):
+                state.pop(name, None)
+        else:
+            state.pop("model_", None)  # the same object as the model parameter
+            module = state.get("model")
+            if isinstance(module, torch.nn.Module) and _module_device(module).type != "cpu":
+                state["model"] = _cpu_copy(module)
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        if "text_features_" in state and state.get("model") is not None:
+            self.model_ = state["model"]
         self._memory_cache = {}
         self._text_cache = None
         self._disk = None
+        self._loaded = {}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

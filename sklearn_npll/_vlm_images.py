@@ -1,0 +1,143 @@
+"""Reading the annotator's images: content keys first, decoding only on a cache miss.
+
+Every image gets a content key before anything expensive happens: the digest
+of a file's bytes for file paths (so a cached re-run reads and hashes the
+files but never decodes them), the digest of the RGB pixels and shape for
+arrays and PIL images. Only the cache misses are decoded and preprocessed.
+"""
+
+import hashlib
+import io
+import os
+
+import numpy as np
+import torch
+
+from ._inputs import AnnotatedImages, as_input_data
+
+
+def _digest(*parts):
+    h = hashlib.blake2b(digest_size=20)
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()
+
+
+def pixels_key(img):
+    """Content key of an ``(H, W, 3)`` uint8 image: digest of its shape and pixels."""
+    return _digest(f"pixels:{img.shape[0]}x{img.shape[1]}x3:".encode(),
+                   np.ascontiguousarray(img).data)
+
+
+def file_key(data):
+    """Content key of an image file: digest of its bytes."""
+    return _digest(b"file:", data)
+
+
+def _is_pil(obj):
+    from PIL import Image
+
+    return isinstance(obj, Image.Image)
+
+
+class _EncodedFile:
+    """The bytes of an image file, decoded only when its embedding is missing."""
+
+    __slots__ = ("path", "index", "data")
+
+    def __init__(self, path, index, data):
+        self.path, self.index, self.data = path, index, data
+
+    def to_pil(self):
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(self.data)) as im:
+                return im.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise _read_error(self.path, self.index, exc) from exc
+
+
+def _read_error(path, index, exc):
+    return ValueError(
+        f"Could not read image file {path!r} (sample {index}): "
+        f"{type(exc).__name__}: {exc}. Check that the file exists and is "
+        "an image PIL can open."
+    )
+
+
+class ImageSource:
+    """Any supported image input as ``(key, payload)`` pairs, chunk by chunk.
+
+    Lists of PIL images and lists of paths are read one by one, so they may
+    mix image sizes (the model's preprocess resizes them); everything else
+    goes through :func:`as_input_data`. A payload becomes a PIL RGB image
+    with :func:`to_pil`.
+    """
+
+    def __init__(self, X):
+        if isinstance(X, AnnotatedImages):
+            X = X.images
+        self.items = None
+        self.data = None
+        if isinstance(X, (list, tuple)) and len(X) > 0:
+            if all(_is_pil(x) for x in X):
+                self.items, self.kind = list(X), "pil"
+            elif all(isinstance(x, (str, os.PathLike)) for x in X):
+                self.items, self.kind = [os.fspath(x) for x in X], "path"
+        if self.items is None:
+            data = as_input_data(X)
+            if data.kind != "images":
+                raise ValueError(
+                    "VLMPartialAnnotator needs images, but X was read as feature "
+                    f"vectors of shape {data.sample_shape}. Pass images as "
+                    "(N, H, W), (N, H, W, C) or (N, C, H, W) arrays, PIL images or "
+                    "file paths."
+                )
+            self.data = data
+
+    def __len__(self):
+        return len(self.items) if self.items is not None else len(self.data)
+
+    def _keyed(self, i):
+        item = self.items[i]
+        if self.kind == "pil":
+            img = np.asarray(item.convert("RGB"), dtype=np.uint8)
+            return pixels_key(img), img
+        try:
+            with open(item, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise _read_error(item, i, exc) from exc
+        return file_key(data), _EncodedFile(item, i, data)
+
+    def chunk(self, start, stop, mapper=map):
+        """``(key, payload)`` of the images ``start:stop``.
+
+        ``mapper`` (``map`` or a thread pool's) reads files and PIL images;
+        array inputs are hashed with it when the images are large.
+        """
+        if self.items is not None:
+            return list(mapper(self._keyed, range(start, stop)))
+        batch = self.data.get_batch(slice(start, stop))
+        if batch.dtype != torch.uint8:
+            batch = (batch.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        arr = batch.numpy()
+        if arr.shape[1] == 1:
+            arr = np.repeat(arr, 3, axis=1)
+        elif arr.shape[1] > 3:
+            arr = arr[:, :3]
+        images = list(np.ascontiguousarray(arr.transpose(0, 2, 3, 1)))
+        # hashing releases the GIL, but threads only pay off on large images
+        keys = mapper(pixels_key, images) if images[0].nbytes >= 1 << 16 else map(
+            pixels_key, images)
+        return list(zip(keys, images))
+
+
+def to_pil(payload):
+    """The PIL RGB image of a payload of :meth:`ImageSource.chunk`."""
+    if isinstance(payload, _EncodedFile):
+        return payload.to_pil()
+    from PIL import Image
+
+    return Image.fromarray(payload)

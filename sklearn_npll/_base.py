@@ -6,6 +6,7 @@ prediction. Subclasses write only their training epoch."""
 import contextlib
 import copy
 import inspect
+import json
 import os
 import warnings
 import zlib
@@ -17,11 +18,14 @@ import torch
 from skorch import NeuralNet
 from skorch.callbacks import (EpochTimer, LRScheduler, PassthroughScoring, PrintLog,
                               ProgressBar)
+from skorch.callbacks.scoring import ScoringBase
+from skorch.exceptions import NotInitializedError
 from skorch.utils import TeeGenerator
-from sklearn.base import ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import assert_all_finite, column_or_1d
+# scikit-learn private: its parameter validation, used as its own estimators do
 from sklearn.utils._param_validation import (
     Interval,
     StrOptions,
@@ -43,7 +47,7 @@ __all__ = ["PartialLabelNet"]
 
 
 def _resolve_device(device):
-    if device == "auto" or device is None:
+    if device is None or (isinstance(device, str) and device == "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     return str(device)
 
@@ -201,6 +205,28 @@ def set_random_states(generator, rng, state):
                    state["numpy_cached_gaussian"]))
 
 
+def _to_json(value):
+    """A fitted attribute as JSON (arrays keep their dtype, tuples stay tuples)."""
+    if isinstance(value, torch.Tensor):
+        value = value.cpu().numpy()
+    if isinstance(value, np.ndarray):
+        dtype = "object" if value.dtype == object else value.dtype.str
+        return {"array": value.tolist(), "dtype": dtype}
+    if isinstance(value, tuple):
+        return {"tuple": [_to_json(v) for v in value]}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _from_json(value):
+    if isinstance(value, dict) and "array" in value:
+        return np.array(value["array"], dtype=value["dtype"])
+    if isinstance(value, dict) and "tuple" in value:
+        return tuple(_from_json(v) for v in value["tuple"])
+    return value
+
+
 def reset_parameters(module):
     """Re-draw every parameter of ``module`` that knows how to."""
     for sub in module.modules():
@@ -293,6 +319,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         initialized = kwargs.pop("initialized_", False)
         virtual_params = kwargs.pop("virtual_params_", dict())
         kwargs.pop("_params_to_validate", None)
+        # skorch private: the names its _validate_params checks against prefixes_
         self._params_to_validate = set(kwargs.keys())
         vars(self).update(kwargs)
         self.history_ = history
@@ -303,7 +330,8 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         return [k for k in self.__dict__
                 if not k.endswith("_") and not k.startswith("_")]
 
-    __repr__ = ClassifierMixin.__repr__
+    # scikit-learn's repr (changed parameters only), not skorch's
+    __repr__ = BaseEstimator.__repr__
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -360,7 +388,20 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
                 f"{type(self).__name__} sizes its networks from the training data: "
                 "call fit or partial_fit instead of initialize.")
         with self._on_resolved_device():
-            return super().initialize()
+            super().initialize()
+        self._check_scoring_callbacks()
+        return self
+
+    def _check_scoring_callbacks(self):
+        for name, cb in self.callbacks_:
+            if isinstance(cb, ScoringBase) and isinstance(cb.scoring, str):
+                raise ValueError(
+                    f"The scoring callback {name!r} scores with {cb.scoring!r}, which compares "
+                    "predictions with 1-D labels, but the batches of "
+                    f"{type(self).__name__} carry candidate sets (rows of the (n, C) "
+                    "candidate matrix). Use scoring=None (the estimator's score: the "
+                    "covering rate) or sklearn_npll.metrics.covering_rate_scorer, or a "
+                    "callable (net, X, Y) of your own.")
 
     @contextlib.contextmanager
     def _on_resolved_device(self):
@@ -408,7 +449,97 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         return self.module(**kwargs)
 
     def network_names(self):
+        """Names of the trained networks (``module``, ``module2``, ...) among
+        the modules skorch registered (``_modules``, a skorch private list)."""
         return [name for name in self._modules if name.startswith("module")]
+
+    def set_params(self, **kwargs):
+        """Set parameters as skorch does: on a fitted estimator,
+        ``module__*`` re-initialises the networks (fresh weights, to be
+        trained again) and the optimizer; ``callbacks__*`` rebuilds the
+        callbacks.
+
+        Parameters
+        ----------
+        **kwargs
+            Parameter names and values.
+
+        Returns
+        -------
+        self
+        """
+        device = kwargs.pop("device", self.device)
+        if not self.initialized_ and "callbacks" in kwargs:
+            # stored as given and validated at fit, as scikit-learn asks
+            # (skorch would build the callbacks at once)
+            self.callbacks = kwargs.pop("callbacks")
+        with self._on_resolved_device():
+            super().set_params(**kwargs)
+        self.device = device
+        return self
+
+    def get_metadata_routing(self):
+        """scikit-learn's metadata routing of this estimator: a consumer
+        only (no internal splitter to route ``groups`` to, unlike skorch's
+        ``train_split``); ``score`` accepts ``sample_weight``.
+
+        Returns
+        -------
+        routing : MetadataRequest
+        """
+        return BaseEstimator.get_metadata_routing(self)
+
+    # skorch methods of its own training loop, which these estimators replace
+    # by their epochs (run_epoch, step_network) and inputs (InputData)
+    def _not_used(self, name, use):
+        raise NotImplementedError(
+            f"{type(self).__name__}.{name} is skorch's per-batch training machinery, "
+            f"which this estimator does not use: its epochs draw their own batches "
+            f"(augmented views, network-specific splits). {use}")
+
+    def get_iterator(self, dataset, training=False):
+        """Not available: see :meth:`forward_iter` for batched inference."""
+        self._not_used("get_iterator", "Use forward_iter for batched inference.")
+
+    def get_dataset(self, X, y=None):
+        """Not available: inputs are read as described in :meth:`fit`."""
+        self._not_used("get_dataset", "Pass X (and y) to fit, predict or score.")
+
+    def get_split_datasets(self, X, y=None, **fit_params):
+        """Not available: use the ``validation_fraction`` parameter."""
+        self._not_used("get_split_datasets", "Set validation_fraction for a hold-out.")
+
+    def train_step(self, batch, **fit_params):
+        """Not available: subclasses train in :meth:`run_epoch`."""
+        self._not_used("train_step", "Training steps go through step_network.")
+
+    def train_step_single(self, batch, **fit_params):
+        """Not available: subclasses train in :meth:`run_epoch`."""
+        self._not_used("train_step_single", "Training steps go through step_network.")
+
+    def get_train_step_accumulator(self):
+        """Not available: subclasses train in :meth:`run_epoch`."""
+        self._not_used("get_train_step_accumulator", "Training steps go through step_network.")
+
+    def validation_step(self, batch, **fit_params):
+        """Not available: set ``validation_fraction``."""
+        self._not_used("validation_step", "Set validation_fraction for a hold-out.")
+
+    def evaluation_step(self, batch, training=False):
+        """Not available: see :meth:`infer`."""
+        self._not_used("evaluation_step", "Use infer for the logits of one batch.")
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        """Not available: subclasses train in :meth:`run_epoch`."""
+        self._not_used("run_single_epoch", "Call partial_fit to train one more epoch.")
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """Not available: each estimator computes its own loss terms."""
+        self._not_used("get_loss", "The loss terms of each epoch are in history_.")
+
+    def check_data(self, X, y=None):
+        """Not available: inputs are validated by :meth:`fit`."""
+        self._not_used("check_data", "fit validates X and y.")
 
     def initialize_optimizer(self, triggered_directly=None):
         """One optimizer, ``optimizer_``, with one parameter group per network
@@ -1014,17 +1145,83 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         return frame[list(self.classes_)].to_numpy()
 
     # ------------------------------------------------- checkpoints, pickling
-    def load_params(self, *args, checkpoint=None, **kwargs):
-        """skorch's ``load_params``, mapping onto the device this estimator
-        resolved (``device="auto"`` is not a torch device); a
-        ``TrainingCheckpoint`` loads everything it saved, or raises."""
+    # what the networks are built from and predict needs, besides weights
+    _fitted_meta = ("classes_", "sample_shape_", "image_size_", "input_mean_", "input_std_",
+                    "n_train_samples_", "n_features_in_", "feature_names_in_", "_seed_")
+
+    def save_params(self, f_params=None, f_optimizer=None, f_criterion=None, f_history=None,
+                    use_safetensors=False, f_fitted=None, **kwargs):
+        """skorch's ``save_params``, plus the fitted attributes that the
+        networks are built from.
+
+        Parameters
+        ----------
+        f_params, f_optimizer, f_criterion, f_history, use_safetensors, **kwargs
+            As in skorch: ``f_params`` saves ``module_``; save the other
+            modules with ``f_module2``, ``f_coreg_state``, ...
+        f_fitted : str or path-like, default=None
+            A JSON file for the classes, input shape, normalisation and
+            number of training samples, so that :meth:`load_params` can
+            restore into a fresh (unfitted) estimator.
+        """
+        if f_fitted is not None:
+            meta = {name: _to_json(getattr(self, name)) for name in self._fitted_meta
+                    if hasattr(self, name)}
+            with open(f_fitted, "w", encoding="utf-8") as f:
+                json.dump(meta, f)
+        return super().save_params(f_params=f_params, f_optimizer=f_optimizer,
+                                   f_criterion=f_criterion, f_history=f_history,
+                                   use_safetensors=use_safetensors, **kwargs)
+
+    def load_params(self, f_params=None, f_optimizer=None, f_criterion=None, f_history=None,
+                    checkpoint=None, use_safetensors=False, f_fitted=None, **kwargs):
+        """skorch's ``load_params``, on the device this estimator resolved
+        (``device="auto"`` is not a torch device).
+
+        Parameters
+        ----------
+        f_params, f_optimizer, f_criterion, f_history, checkpoint, use_safetensors, **kwargs
+            As in skorch; a ``TrainingCheckpoint`` as ``checkpoint`` loads
+            everything it saved, or raises.
+        f_fitted : str or path-like, default=None
+            The file written by ``save_params(f_fitted=...)``. Needed to load
+            into a fresh estimator: its networks and optimizer are then built
+            from it before the weights are loaded. Load every network
+            (``f_params``, ``f_module2``, ...) that predicts.
+
+        Examples
+        --------
+        >>> clf.save_params(f_params="a.pt", f_module2="b.pt", f_fitted="fitted.json")
+        ... # doctest: +SKIP
+        >>> fresh = CoRegClassifier()                               # doctest: +SKIP
+        >>> fresh.load_params(f_params="a.pt", f_module2="b.pt",
+        ...                   f_fitted="fitted.json")             # doctest: +SKIP
+        """
         if hasattr(checkpoint, "restore"):
+            # a TrainingCheckpoint loads everything it saved, or raises
             checkpoint.restore(self)
             return
-        if checkpoint is not None:
-            kwargs["checkpoint"] = checkpoint
+        if f_fitted is not None:
+            with open(f_fitted, encoding="utf-8") as f:
+                meta = json.load(f)
+            for name in ("n_features_in_", "feature_names_in_"):
+                if name not in meta and hasattr(self, name):
+                    delattr(self, name)
+            for name, value in meta.items():
+                setattr(self, name, _from_json(value))
+            self.n_classes_ = len(self.classes_)
+            self.device_ = _resolve_device(self.device)
+            self.initialize()
+        elif not self.initialized_:
+            raise NotInitializedError(
+                f"This {type(self).__name__} is not fitted: pass f_fitted=, the file "
+                "written by save_params(f_fitted=...), which holds the classes, input "
+                "shape and normalisation its networks are built from.")
         with self._on_resolved_device():
-            return super().load_params(*args, **kwargs)
+            return super().load_params(f_params=f_params, f_optimizer=f_optimizer,
+                                       f_criterion=f_criterion, f_history=f_history,
+                                       checkpoint=checkpoint,
+                                       use_safetensors=use_safetensors, **kwargs)
 
     def __setstate__(self, state):
         requested = state.get("device")

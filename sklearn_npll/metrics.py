@@ -109,8 +109,15 @@ def covering_rate_scorer(estimator, X, Y=None):
     0.5
 
     It works as ``scoring=`` of ``GridSearchCV`` when ``y`` is a candidate
-    matrix (or ``None`` with annotated images as ``X``).
+    matrix, or ``None`` with annotated images as ``X`` or with a ``Pipeline``
+    whose first steps annotate ``X`` (the label-free pipeline): the last step
+    is then scored against the candidate sets of the transformed ``X``.
     """
+    if Y is None and getattr(X, "candidates", None) is None and hasattr(estimator, "steps") \
+            and len(estimator.steps) > 1:
+        # a Pipeline whose first steps (e.g. the annotator) turn X into images
+        # that carry their candidate sets: score its last step on those
+        return covering_rate_scorer(estimator[-1], estimator[:-1].transform(X))
     classes = np.asarray(estimator.classes_)
     y_pred = np.asarray(_as_numpy(estimator.predict(X)))
     if y_pred.ndim != 1:

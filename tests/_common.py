@@ -12,9 +12,6 @@ EXPECTED_FAILED_CHECKS = {
         "skorch's NeuralNet keeps its bookkeeping (history_, initialized_, "
         "virtual_params_) from construction on, and routes module__* parameters "
         "through **kwargs"),
-    "check_do_not_raise_errors_in_init_or_set_params": (
-        "skorch's set_params builds the callbacks at once, so the check's "
-        "arbitrary `callbacks` value fails in set_params rather than in fit"),
 }
 
 

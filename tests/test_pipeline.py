@@ -79,3 +79,16 @@ def test_grid_search_over_the_pipeline_encodes_each_image_once(checkpoint, image
     # 4 candidates x 2 folds + the refit: every image through the image tower once
     assert sum(image_tower_calls) == len(images)
     assert search.predict(images[:3]).shape == (3,)
+
+
+def test_covering_rate_scorer_cross_validates_the_label_free_pipeline(checkpoint, images):
+    from sklearn.model_selection import cross_val_score
+
+    from sklearn_npll.metrics import covering_rate_scorer
+
+    scores = cross_val_score(pipeline(checkpoint), images, cv=2,
+                             scoring=covering_rate_scorer, error_score="raise")
+    assert len(scores) == 2 and all(0 <= s <= 1 for s in scores)
+    # the same figure as the pipeline's own label-free score
+    pipe = pipeline(checkpoint).fit(images[12:])
+    assert covering_rate_scorer(pipe, images[:12]) == pytest.approx(pipe.score(images[:12]))

@@ -182,3 +182,96 @@ def test_raising_max_epochs_continues_the_schedule_without_a_jump(data):
     with pytest.warns(UserWarning, match="nothing to do"):
         clf.fit(X, Y)
     assert len(clf.history_) == 8
+
+
+# ----------------------------------------------------------- the skorch face
+def test_repr_is_scikit_learns_with_changed_parameters_only():
+    assert repr(CoRegClassifier()) == "CoRegClassifier()"
+    assert repr(CCClassifier(max_epochs=3, module__hidden_sizes=(8,))) == \
+        "CCClassifier(max_epochs=3, module__hidden_sizes=(8,))"
+
+
+def test_get_params_does_not_validate():
+    assert CoRegClassifier(verbose="x").get_params()["verbose"] == "x"
+
+
+@pytest.fixture(scope="module")
+def fitted_cc(data):
+    X, Y = data
+    return CCClassifier(max_epochs=2, **FAST).fit(X, Y)
+
+
+def test_forward_and_infer_give_the_logits_of_predict_proba(data, fitted_cc):
+    X, _ = data
+    logits = fitted_cc.forward(X)
+    assert logits.shape == (len(X), 3)
+    np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), fitted_cc.predict_proba(X),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fitted_cc.infer(torch.as_tensor(X[:5])).numpy(),
+                               logits[:5].numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(NotImplementedError, match="training"):
+        fitted_cc.forward(X, training=True)
+
+
+@pytest.mark.parametrize("method, args", [
+    ("get_iterator", (None,)), ("get_dataset", (None,)), ("get_split_datasets", (None,)),
+    ("train_step", (None,)), ("train_step_single", (None,)),
+    ("get_train_step_accumulator", ()), ("validation_step", (None,)),
+    ("evaluation_step", (None,)), ("run_single_epoch", (None, True, "train", None)),
+    ("get_loss", (None, None)), ("check_data", (None,))])
+def test_skorch_training_machinery_raises_with_a_reason(fitted_cc, method, args):
+    with pytest.raises(NotImplementedError, match=f"{method} is skorch's per-batch"):
+        getattr(fitted_cc, method)(*args)
+
+
+def test_other_inherited_methods_work(data, fitted_cc):
+    X, _ = data
+    params = [p for _, p in fitted_cc.get_all_learnable_params()]
+    assert {id(p) for p in params} == {id(p) for p in fitted_cc.module_.parameters()}
+    fitted_cc.check_is_fitted()
+    assert "sample_weight" in fitted_cc.get_metadata_routing().score.requests
+
+
+def test_grid_search_with_groups_under_metadata_routing(data):
+    import sklearn
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+
+    X, Y = data
+    groups = np.arange(len(X)) % 3
+    with sklearn.config_context(enable_metadata_routing=True):
+        search = GridSearchCV(CCClassifier(max_epochs=1, **FAST), {"lr": [0.01, 0.1]},
+                              cv=GroupKFold(3), error_score="raise").fit(X, Y, groups=groups)
+    assert len(search.cv_results_["params"]) == 2
+
+
+def test_set_params_module_after_fit_reinitialises_networks_and_optimizer(data):
+    X, Y = data
+    clf = CoRegClassifier(max_epochs=1, **COREG).fit(X, Y)
+    clf.set_params(module__hidden_sizes=(4,))
+    for net, group in zip((clf.module_, clf.module2_), clf.optimizer_.param_groups):
+        assert net.out_features == 4
+        assert {id(p) for p in group["params"]} == {
+            id(p) for p in net.parameters() if p.requires_grad}
+    assert clf.fit(X, Y).predict(X).shape == (len(X),)
+
+
+def test_load_params_into_a_fresh_estimator(data, tmp_path):
+    X, Y = data
+    clf = CoRegClassifier(max_epochs=2, **COREG).fit(X, Y)
+    files = {"f_params": tmp_path / "a.pt", "f_module2": tmp_path / "b.pt",
+             "f_fitted": tmp_path / "fitted.json"}
+    clf.save_params(**files)
+    fresh = CoRegClassifier(**COREG)
+    fresh.load_params(**files)
+    np.testing.assert_allclose(fresh.predict_proba(X), clf.predict_proba(X), rtol=1e-6)
+    assert list(fresh.classes_) == list(clf.classes_)
+    with pytest.raises(Exception, match="f_fitted"):
+        CoRegClassifier(**COREG).load_params(f_params=files["f_params"])
+
+
+def test_string_scoring_in_a_scoring_callback_is_refused_with_advice(data):
+    X, Y = data
+    clf = CCClassifier(max_epochs=1, validation_fraction=0.25,
+                       callbacks=[("acc", EpochScoring("accuracy"))], **FAST)
+    with pytest.raises(ValueError, match="covering_rate_scorer"):
+        clf.fit(X, Y)

@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _disambiguation as dis
 from ._base import PartialLabelNet
-from ._division import trust_probabilities
+from ._division import class_trust_probabilities, trust_probabilities
 from ._nets import CoRegNetwork, CoRegState, per_chunk_batch_norm
 
 __all__ = ["CoRegClassifier"]
@@ -66,6 +66,12 @@ class CoRegClassifier(PartialLabelNet):
         Trust probability above which a sample joins the trusted split.
     loss_history : int, default=5
         Number of epochs of division losses averaged before the mixture fit.
+    class_aware_division : bool, default=False
+        Also fit one mixture per class (samples grouped by the best candidate
+        of their aligned prediction) and trust a sample when either the
+        global or its class's mixture trusts it. Guards against the collapse
+        of a weak warm-up, where the global mixture trusts only the classes
+        already learned and the others vanish from the trusted split.
     class_prior : None, "candidates" or array-like of shape (n_classes,), default=None
         Prior pi of distribution alignment: uniform (None), estimated from
         the candidate sets ("candidates": each sample spreads unit mass over
@@ -178,7 +184,9 @@ class CoRegClassifier(PartialLabelNet):
         Per epoch: ``loss_pce``, ``loss_ne`` (warm-up), ``loss_x``,
         ``loss_u``, ``loss_prototype``, ``loss_contrastive``, ``train_loss``,
         ``n_trusted_a``, ``n_trusted_b``, ``noise_rate`` (estimated fraction
-        outside the trusted splits; the split columns are NaN during warm-up),
+        outside the trusted splits), ``missing_classes_a``, ``missing_classes_b``
+        (classes that are the best candidate of some samples but of no trusted
+        one; a warning names them; the split columns are NaN during warm-up),
         ``lr``, ``dur`` (seconds). The per-epoch line printed with
         ``verbose=1`` leaves out the per-term losses.
     trust_ : ndarray of shape (2, n_samples) or None
@@ -221,6 +229,7 @@ class CoRegClassifier(PartialLabelNet):
         rampup_length=16,
         p_threshold=0.5,
         loss_history=5,
+        class_aware_division=False,
         class_prior=None,
         proj_dim=128,
         queue_size=8192,
@@ -268,6 +277,7 @@ class CoRegClassifier(PartialLabelNet):
         self.rampup_length = rampup_length
         self.p_threshold = p_threshold
         self.loss_history = loss_history
+        self.class_aware_division = class_aware_division
         self.class_prior = class_prior
         self.proj_dim = proj_dim
         self.queue_size = queue_size
@@ -309,6 +319,7 @@ class CoRegClassifier(PartialLabelNet):
         "rampup_length": [Interval(Integral, 0, None, closed="left")],
         "p_threshold": [Interval(Real, 0, 1, closed="both")],
         "loss_history": [Interval(Integral, 1, None, closed="left")],
+        "class_aware_division": ["boolean"],
         "class_prior": [None, StrOptions({"candidates"}), "array-like"],
         "proj_dim": [Interval(Integral, 1, None, closed="left")],
         "queue_size": [Interval(Integral, 1, None, closed="left")],
@@ -431,7 +442,8 @@ class CoRegClassifier(PartialLabelNet):
         self.history.record("train_batch_count", steps)
         terms = {name: total / max(steps, 1) for name, total in sums.items()}
         # no division during warm-up: the split columns stay empty (NaN)
-        return {**terms, "n_trusted_a": np.nan, "n_trusted_b": np.nan, "noise_rate": np.nan}
+        return {**terms, "n_trusted_a": np.nan, "n_trusted_b": np.nan, "noise_rate": np.nan,
+                "missing_classes_a": np.nan, "missing_classes_b": np.nan}
 
     def _prior(self, ctx):
         c = self.n_classes_
@@ -476,16 +488,41 @@ class CoRegClassifier(PartialLabelNet):
         verified = self._verified(ctx)
         free = np.ones(len(rows), bool) if verified is None else ~verified[rows]
         w = np.ones(len(rows))  # verified samples are always trusted
+        # the class each division loss is computed on: the best candidate
+        labels = (ctx.Y[rows_t] * q).argmax(1).cpu().numpy()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             w[free] = trust_probabilities(averaged[free], random_state=ctx.rng)
+            if self.class_aware_division:
+                w[free] = np.maximum(w[free], class_trust_probabilities(
+                    averaged[free], labels[free], random_state=ctx.rng))
         trust = torch.zeros(len(ctx.data), device=ctx.device)
         trust[rows_t] = torch.as_tensor(w, dtype=torch.float32, device=ctx.device)
         aligned = torch.zeros(len(ctx.data), self.n_classes_, device=ctx.device)
         aligned[rows_t] = q
         trusted = w > self.p_threshold
+        missing = np.setdiff1d(labels, labels[trusted])
+        self._warn_missing_classes(epoch, k, missing, ctx)
         return {"w": trust, "q": aligned, "probs": probs,
-                "P": rows[trusted], "U": rows[~trusted]}
+                "P": rows[trusted], "U": rows[~trusted], "n_missing": len(missing)}
+
+    def _warn_missing_classes(self, epoch, k, missing, ctx):
+        """Warn (once per fit call and network) when a class that some
+        training samples point to has no trusted sample: the partner then
+        learns it only from the unlabeled split, which usually erases it."""
+        if len(missing) == 0 or ctx.extra.get(f"warned_missing_{k}"):
+            return
+        ctx.extra[f"warned_missing_{k}"] = True
+        names = ", ".join(str(c) for c in self.classes_[missing])
+        hint = "" if self.class_aware_division else (
+            " Set class_aware_division=True, train a longer warm-up or a wider network, or "
+            "mark a few verified labels of these classes.")
+        warnings.warn(
+            f"Epoch {epoch}: network {'AB'[k]}'s trusted split holds no sample of "
+            f"class(es) {names}, the best candidate of other training samples; its partner "
+            f"will not learn them from labels.{hint} Shown once per fit; the history's "
+            "missing_classes_a/b count them every epoch.",
+            RuntimeWarning)
 
     def _coreg_epoch(self, epoch, ctx):
         key_branch = self.use_contrastive and epoch >= self.warmup_epochs + self.start_contrastive
@@ -511,6 +548,8 @@ class CoRegClassifier(PartialLabelNet):
         n = len(self.training_rows(ctx))
         result["n_trusted_a"] = len(divisions[0]["P"])
         result["n_trusted_b"] = len(divisions[1]["P"])
+        result["missing_classes_a"] = divisions[0]["n_missing"]
+        result["missing_classes_b"] = divisions[1]["n_missing"]
         result["noise_rate"] = 1.0 - (result["n_trusted_a"] + result["n_trusted_b"]) / (2 * n)
         return result
 

@@ -178,8 +178,10 @@ def division_loss(q, Y, eps=1e-12):
         0/1 candidate matrix.
     eps : float, default=1e-12
         The maximum is clamped from below at ``eps`` before the logarithm, so
-        an empty candidate set or an all-zero restriction gives ``-log(eps)``
-        instead of infinity.
+        an empty candidate set, an all-zero restriction or an underflow gives
+        ``-log(eps)`` (27.6 for the default) instead of infinity. The
+        reference code has no floor (inf, then NaN in the mixture); with the
+        floor, such a sample's loss sets the top of the min-max scale.
 
     Returns
     -------

@@ -197,6 +197,34 @@ class CoRegClassifier(PartialLabelNet):
     n_features_in_ : int
         Only for feature-vector inputs.
 
+    Notes
+    -----
+    Where this implementation departs from the authors' reference code (each
+    is also commented where it is done):
+
+    - Epochs: the reference runs ``max_epochs + 1`` epochs; this runs exactly
+      ``max_epochs``.
+    - Distribution alignment in the division: the whole prediction memory is
+      refreshed first, then every sample is aligned with the mean of the
+      refreshed memory. The reference refreshes it batch by batch and aligns
+      each batch with the mean of a half-refreshed memory.
+    - Division loss: ``-log(max(best candidate probability, 1e-12))``; the
+      reference has no floor (an underflow gives inf, then NaN in the
+      mixture). A floored sample's loss, 27.6, sets the top of the min-max
+      scale of that epoch.
+    - Contrastive branch: the key encoder and queue run from epoch
+      ``warmup_epochs + start_contrastive`` on and the query pass only while
+      the contrastive term is on; the reference runs all three in every
+      epoch after warm-up. No parameter update differs, but the skipped
+      train-mode passes do not update the batch-norm running statistics, so
+      eval-mode predictions (division, test) differ slightly.
+    - Iterations per epoch: ``|P| // batch_size + 1`` as the paper's text
+      says; the reference's ``ceil(|P| / batch_size)`` is one fewer when
+      ``batch_size`` divides ``|P|``.
+    - The queue starts empty (the reference fills it with random entries),
+      the mixture is seeded from ``random_state``, and the cosine period is
+      ``max_epochs`` unless ``cosine_epochs`` is set (the reference: 800).
+
     Examples
     --------
     >>> import numpy as np
@@ -477,9 +505,13 @@ class CoRegClassifier(PartialLabelNet):
             probs.append(torch.softmax(net(ctx.augment("weak", ctx.batch(idx))), dim=1))
         probs = torch.cat(probs)
         rows_t = torch.as_tensor(rows, device=ctx.device)
+        # All rows are refreshed before aligning with the memory's mean; the
+        # reference aligns batch by batch with a half-refreshed memory.
         net.memory[rows_t] = probs.to(net.memory.dtype)
         q = dis.distribution_alignment(probs, net.memory[rows_t].mean(0), self._prior(ctx))
         losses = torch.zeros(len(ctx.data), device=ctx.device)
+        # floored at -log(1e-12) = 27.6 (the reference has no floor: inf, then
+        # NaN in the mixture); a floored loss sets the top of the min-max scale
         losses[rows_t] = dis.minmax_normalize(dis.division_loss(q, ctx.Y[rows_t]))
         # NaN weights must stop here with the divergence message, not in the mixture
         self.check_finite(epoch, {"division": losses}, f" (division, network {'AB'[k]})")
@@ -568,7 +600,13 @@ class CoRegClassifier(PartialLabelNet):
         use_u = self.use_unlabeled and len(U) > 1
         warm = self.warmup_epochs
         contrast_on = epoch > warm + self.start_contrastive
+        # The reference runs the key encoder, queue and (train-mode) query pass
+        # in every epoch after warm-up, even while their loss weight is zero.
+        # Skipping them changes no parameter update, only the batch-norm
+        # running statistics, hence eval-mode predictions slightly.
         key_branch = self.use_contrastive and epoch >= warm + self.start_contrastive
+        # |P| // B + 1 as in the paper; the reference's ceil(|P| / B) is one
+        # fewer when B divides |P|.
         num_iter = len(P) // self.batch_size + 1
         labeled = self._cycle(P, ctx)
         unlabeled = self._cycle(U, ctx) if use_u else None

@@ -21,7 +21,7 @@ from skorch.callbacks import (EpochTimer, LRScheduler, PassthroughScoring, Print
 from skorch.callbacks.scoring import ScoringBase
 from skorch.exceptions import NotInitializedError
 from skorch.utils import TeeGenerator
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import assert_all_finite, column_or_1d
@@ -227,6 +227,16 @@ def _from_json(value):
     return value
 
 
+def _unfitted(item):
+    """A user callback (or ``(name, callback)``) without its fit state."""
+    if isinstance(item, tuple):
+        return (item[0], _unfitted(item[1]))
+    try:
+        return clone(item)
+    except Exception:  # not a scikit-learn-style object: keep it as given
+        return item
+
+
 def reset_parameters(module):
     """Re-draw every parameter of ``module`` that knows how to."""
     for sub in module.modules():
@@ -303,6 +313,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         "device": [str, torch.device, None],
         "random_state": ["random_state"],
         "warm_start": ["boolean"],
+        "keep_training_state": ["boolean"],
         "image_size": [None, StrOptions({"auto"}), Interval(Integral, 1, None, closed="left"),
                        tuple, list],
         "memory_budget": [None, Interval(Integral, 0, None, closed="left")],
@@ -708,8 +719,10 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
     def _start_fit(self, X, y):
         self._pending_fit = self._prepare_fit(X, y)
         self.initialize()
+        self._training_state_dropped = False
 
     def _train(self, X, y, epochs):
+        self._check_can_continue()
         self.notify("on_train_begin", X=X, y=y)
         self.fit_loop(X, y, epochs=epochs)
         self.notify("on_train_end", X=X, y=y)
@@ -1222,6 +1235,62 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
                                        f_criterion=f_criterion, f_history=f_history,
                                        checkpoint=checkpoint,
                                        use_safetensors=use_safetensors, **kwargs)
+
+    # --------------------------------------------- small models for serving
+    def _prediction_state(self):
+        """A copy of ``__dict__`` holding what ``predict`` needs: each
+        inference network's prediction path (``for_prediction``), no
+        optimizer, no other module (Co-Reg's prototypes and loss histories,
+        PRODEN's label weights), callbacks reset."""
+        state = dict(self.__dict__)
+        inference = {id(net) for net in self.inference_networks()}
+        for name in self._modules:
+            module = state.get(name + "_")
+            keep = module is not None and id(module) in inference
+            state[name + "_"] = module.for_prediction() if keep else None
+        for name in self._optimizers:
+            state[name + "_"] = None
+        state["callbacks_"] = []
+        if isinstance(self.callbacks, list):
+            # the user's callback objects hold fit state (e.g. a scheduler
+            # bound to the optimizer); keep their parameters only
+            state["callbacks"] = [_unfitted(item) for item in self.callbacks]
+        state["_training_state_dropped"] = True
+        return state
+
+    def _drops_training_state(self):
+        return (not self.keep_training_state and self.initialized_
+                and hasattr(self, "classes_"))
+
+    def __getstate__(self):
+        if not self._drops_training_state():
+            return super().__getstate__()
+        shell = object.__new__(type(self))
+        vars(shell).update(self._prediction_state())
+        return NeuralNet.__getstate__(shell)
+
+    def __deepcopy__(self, memo):
+        # a deep copy keeps everything, training state included
+        copied = object.__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(NeuralNet.__getstate__(self), memo))
+        return copied
+
+    def trim_for_prediction(self):
+        """Drop the training-only state in place, as pickling does by
+        default (see ``keep_training_state``); the estimator still predicts
+        but cannot continue training. skorch's method of the same name."""
+        self.check_is_fitted()
+        vars(self).update(self._prediction_state())
+        return self
+
+    def _check_can_continue(self):
+        if getattr(self, "_training_state_dropped", False):
+            raise NotFittedError(
+                f"This {type(self).__name__} was pickled (or trimmed) without its "
+                "training state (keep_training_state=False): it predicts but cannot "
+                "continue training. Set keep_training_state=True before pickling to "
+                "resume later, or fit with warm_start=False to train from scratch.")
 
     def __setstate__(self, state):
         requested = state.get("device")

@@ -104,6 +104,10 @@ class ClassifierNetwork(nn.Module):
     def forward(self, x):
         return self.classifier(self.encoder(x))
 
+    def for_prediction(self):
+        """The part of this network that predicts: itself."""
+        return self
+
 
 class CoRegNetwork(ClassifierNetwork):
     """One of Co-Reg's two networks.
@@ -151,6 +155,16 @@ class CoRegNetwork(ClassifierNetwork):
 
     def key_parameters(self):
         return [*self.key_encoder.parameters(), *self.key_projector.parameters()]
+
+    def for_prediction(self):
+        """A :class:`ClassifierNetwork` sharing this network's encoder and
+        classifier head: the prediction path, without the projection head,
+        momentum copy, queue and prediction memory that only training uses."""
+        net = nn.Module.__new__(ClassifierNetwork)
+        nn.Module.__init__(net)
+        net.encoder, net.classifier = self.encoder, self.classifier
+        net.out_features = self.out_features
+        return net.train(self.training)
 
     def live_parameters(self):
         return [*self.encoder.parameters(), *self.projector.parameters()]

@@ -157,6 +157,7 @@ class _OneNetworkClassifier(PartialLabelNet):
         device="auto",
         random_state=None,
         warm_start=False,
+        keep_training_state=False,
         **kwargs,
     ):
         self.module = module
@@ -183,6 +184,7 @@ class _OneNetworkClassifier(PartialLabelNet):
         self.device = device
         self.random_state = random_state
         self.warm_start = warm_start
+        self.keep_training_state = keep_training_state
         self._finish_init(kwargs)
 
     # ----------------------------------------------------------- networks
@@ -337,6 +339,15 @@ class PRODENClassifier(_OneNetworkClassifier):
         ``LoadInitState``) up to ``max_epochs`` epochs in total, on the
         learning-rate schedule where it stopped, instead of re-initialising.
         ``partial_fit`` trains one more epoch per call.
+    keep_training_state : bool, default=False
+        Whether pickles (and ``copy.copy``) of the fitted estimator keep the
+        state that only training needs (PRODEN's label weights, the
+        optimizer's buffers) so that
+        ``partial_fit`` or ``fit`` with ``warm_start=True`` can continue after
+        loading. By default a pickle holds what ``predict`` uses: the
+        networks' encoders and classifier heads, the normalisation, classes
+        and fitted attributes. ``copy.deepcopy`` always keeps everything;
+        :meth:`trim_for_prediction` drops the training state in place.
     **kwargs
         ``module__*``, ``optimizer__*`` and ``callbacks__*`` parameters.
 
@@ -501,6 +512,14 @@ class CCClassifier(_OneNetworkClassifier):
         ``LoadInitState``) up to ``max_epochs`` epochs in total, on the
         learning-rate schedule where it stopped, instead of re-initialising.
         ``partial_fit`` trains one more epoch per call.
+    keep_training_state : bool, default=False
+        Whether pickles (and ``copy.copy``) of the fitted estimator keep the
+        state that only training needs (the optimizer's buffers) so that
+        ``partial_fit`` or ``fit`` with ``warm_start=True`` can continue after
+        loading. By default a pickle holds what ``predict`` uses: the
+        networks' encoders and classifier heads, the normalisation, classes
+        and fitted attributes. ``copy.deepcopy`` always keeps everything;
+        :meth:`trim_for_prediction` drops the training state in place.
     **kwargs
         ``module__*``, ``optimizer__*`` and ``callbacks__*`` parameters.
 

@@ -165,6 +165,16 @@ class CoRegClassifier(PartialLabelNet):
         ``LoadInitState``) up to ``max_epochs`` epochs in total, on the
         learning-rate schedule where it stopped, instead of re-initialising.
         ``partial_fit`` trains one more epoch per call.
+    keep_training_state : bool, default=False
+        Whether pickles (and ``copy.copy``) of the fitted estimator keep the
+        state that only training needs (momentum encoders, projection heads,
+        key queues, prediction memories, prototypes and division loss
+        histories, the optimizer's buffers) so that
+        ``partial_fit`` or ``fit`` with ``warm_start=True`` can continue after
+        loading. By default a pickle holds what ``predict`` uses: the
+        networks' encoders and classifier heads, the normalisation, classes
+        and fitted attributes. ``copy.deepcopy`` always keeps everything;
+        :meth:`trim_for_prediction` drops the training state in place.
     **kwargs
         ``module__*``, ``optimizer__*`` and ``callbacks__*`` parameters.
 
@@ -288,6 +298,7 @@ class CoRegClassifier(PartialLabelNet):
         device="auto",
         random_state=None,
         warm_start=False,
+        keep_training_state=False,
         **kwargs,
     ):
         self.module = module
@@ -336,6 +347,7 @@ class CoRegClassifier(PartialLabelNet):
         self.device = device
         self.random_state = random_state
         self.warm_start = warm_start
+        self.keep_training_state = keep_training_state
         self._finish_init(kwargs)
 
     _parameter_constraints = {

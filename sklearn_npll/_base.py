@@ -125,6 +125,15 @@ def _is_array_like_matrix(X):
     return False
 
 
+def _has_complex(X):
+    """True for array-likes of complex numbers (which scikit-learn's
+    validation reports by printing the whole array)."""
+    if hasattr(X, "dtypes"):  # DataFrame
+        return any(getattr(d, "kind", "") == "c" for d in X.dtypes)
+    dtype = getattr(X, "dtype", None)
+    return (np.asarray(X).dtype if dtype is None else np.dtype(dtype)).kind == "c"
+
+
 def _is_list_of_sets(y):
     return isinstance(y, (list, tuple)) and len(y) > 0 \
         and isinstance(y[0], (set, frozenset, list, tuple))
@@ -173,10 +182,11 @@ def _check_targets(y):
 def _check_class_coverage(Y, classes):
     """A classifier needs two classes; a class in no candidate set cannot be
     learnt (warned, not refused: an annotator may find no image of it)."""
-    if len(classes) < 2:
+    used = np.flatnonzero(Y.sum(axis=0) > 0)
+    if len(used) < 2:
         raise ValueError(
-            f"y holds a single class ({classes[0]!r}); a classifier needs at least 2 "
-            "classes among the candidate sets.")
+            f"y holds a single class ({np.asarray(classes)[used[:1]].tolist()[0]!r}) among "
+            "its candidate sets; a classifier needs at least 2 classes.")
     unused = np.flatnonzero(Y.sum(axis=0) == 0)
     if unused.size:
         warnings.warn(
@@ -592,6 +602,8 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
                 "Reshape your data either using array.reshape(-1, 1) if your data has a "
                 "single feature or array.reshape(1, -1) if it contains a single sample.")
         if _is_array_like_matrix(X):
+            if _has_complex(X):
+                raise ValueError("X holds complex numbers; pass real-valued features.")
             X = validate_data(self, X, reset=reset, dtype=np.float32)
             data = as_input_data(X)
         else:

@@ -253,8 +253,7 @@ class TrainingCheckpoint(Checkpoint):
                 if (len(data[name]) != listed[name]["bytes"]
                         or _digest(data[name]) != listed[name]["sha256"]):
                     problems.append(f"{os.path.join(folder, name)} does not match "
-                                    f"{MANIFEST} ({len(data[name])} bytes, "
-                                    f"{listed[name]['bytes']} saved)")
+                                    f"{MANIFEST} (damaged, or from another save)")
         if problems:
             raise CheckpointError(
                 f"Cannot resume from the checkpoint of epoch {epoch} in {where}: "

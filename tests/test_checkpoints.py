@@ -117,36 +117,53 @@ def _newer_weights(files, name):
 FILES = ["module2.pt", "optimizer.pt", "coreg_state.pt", "history.json", "random_state.pt"]
 
 
-@pytest.mark.parametrize("damage, name", [(damage, name) for name in FILES
-                                          for damage in (_remove, _empty)]
-                         + [(_newer_weights, "module2.pt")])
-def test_a_missing_or_damaged_file_refuses_to_resume(saved, tmp_path, damage, name):
-    folder = tmp_path / "cp"
-    shutil.copytree(saved, folder)
-    damage(current(folder)[1], name)
-    with pytest.raises(CheckpointError, match=rf"epoch 3 .*{name} (is missing|does not match)"):
-        resume("CoRegClassifier", folder)
+def _damage_cases(saved, tmp_path):
+    """(case, damage(folder) -> estimator to resume, expected message)."""
+    cases = []
+    for name in FILES:
+        for how, damage in (("missing", _remove), ("empty (killed while written in place)",
+                                                   _empty)):
+            cases.append((f"{name} {how}", lambda f, d=damage, n=name: d(current(f)[1], n),
+                          rf"epoch 3 .*{name} (is missing|does not match)"))
+    cases += [
+        ("module2.pt of a later epoch (torn checkpoint)",
+         lambda f: _newer_weights(current(f)[1], "module2.pt"), "module2.pt does not match"),
+        ("checkpoint.json missing", lambda f: (f / "checkpoint.json").unlink(),
+         "no checkpoint.json"),
+        ("checkpoint.json damaged", lambda f: (f / "checkpoint.json").write_text("{") and None,
+         "checkpoint.json .* is damaged"),
+        ("resumed by another estimator (CCClassifier)", lambda f: "CCClassifier",
+         "saved by CoRegClassifier, not CCClassifier"),
+        ("resumed on other data (30 of the 36 samples)", lambda f: 30,
+         "saved for 36 training samples; this fit has 30"),
+        ("empty folder (first run)", lambda f: shutil.rmtree(f) or f.mkdir(), None),
+    ]
+    return cases
 
 
-def test_a_missing_manifest_refuses_and_an_empty_folder_starts_afresh(saved, tmp_path):
-    folder = tmp_path / "cp"
-    shutil.copytree(saved, folder)
-    (folder / "checkpoint.json").unlink()
-    with pytest.raises(CheckpointError, match="no checkpoint.json"):
-        resume("CoRegClassifier", folder)
-    fresh = resume("CoRegClassifier", tmp_path / "new", max_epochs=3)
-    assert len(fresh.history_) == 3
-    np.testing.assert_array_equal(fresh.predict_proba(X), make(
-        "CoRegClassifier", max_epochs=3).fit(X, Y).predict_proba(X))
+def test_a_missing_damaged_or_foreign_checkpoint_refuses_to_resume(saved, tmp_path):
+    from _table import check_section, outcome
 
+    rows = []
+    for i, (case, damage, expected) in enumerate(_damage_cases(saved, tmp_path)):
+        folder = tmp_path / f"cp{i}"
+        shutil.copytree(saved, folder)
+        what = damage(folder)
+        name = what if isinstance(what, str) else "CoRegClassifier"
+        n = what if isinstance(what, int) else len(X)
 
-def test_a_checkpoint_of_another_estimator_or_data_set_refuses(saved, tmp_path):
-    folder = tmp_path / "cp"
-    shutil.copytree(saved, folder)
-    with pytest.raises(CheckpointError, match="saved by CoRegClassifier, not CCClassifier"):
-        resume("CCClassifier", folder)
-    with pytest.raises(CheckpointError, match="saved for 36 training samples; this fit has 30"):
-        make("CoRegClassifier", folder, resume=True, max_epochs=4).fit(X[:30], Y[:30])
+        def action():
+            clf = make(name, folder, resume=True, max_epochs=4).fit(X[:n], Y[:n])
+            return f"fits, {len(clf.history_)} epochs"
+
+        if expected is None:
+            rows.append((case, outcome(action, [folder])))
+            assert rows[-1][1].startswith("fits, 4 epochs"), rows[-1]
+            continue
+        with pytest.raises(CheckpointError, match=expected):
+            action()
+        rows.append((case, outcome(action, [folder])))
+    check_section("checkpoints", rows)
 
 
 class RecordNumpy(Callback):

@@ -1,6 +1,7 @@
 """Inputs a careless or unlucky user passes, divergence and interruption:
 every case either works or fails loudly with a message naming the culprit."""
 
+import re
 import warnings
 
 import numpy as np
@@ -146,3 +147,209 @@ def test_an_interrupted_epoch_is_not_recorded(cls):
     with pytest.warns(RuntimeWarning, match="interrupted during epoch 2.*1 finished"):
         clf.fit(X, Y)
     assert len(clf.history_) == 1 and clf.history_[-1, "epoch"] == 1
+
+
+# ------------------------------------------------------------ the table
+def _fit(X_, y_, cls=CCClassifier, **params):
+    def action():
+        clf = cls(**{"max_epochs": 1, **FAST, **params}).fit(X_, y_)
+        return f"fits, classes_ {clf.classes_.tolist()}"
+    return action
+
+
+def _predict(X_):
+    fitted = CCClassifier(max_epochs=1, **FAST).fit(X, Y)
+    return lambda: f"predicts {fitted.predict(X_).shape}"
+
+
+def _sets(names):
+    return [set(names[i % len(names)]) for i in range(len(y))]
+
+
+def _labels_with(rows, value, dtype=None):
+    labels = y.astype(dtype or y.dtype)
+    labels[rows] = value
+    return labels
+
+
+INPUT_CASES = [
+    ("0/1 candidate matrix", _fit(X, Y)),
+    ("1-D integer labels", _fit(X, y)),
+    ("1-D string labels", _fit(X, np.array(["cat", "dog", "fox"])[y])),
+    ("list of sets of names", _fit(X, _sets([{"cat"}, {"cat", "dog"}, {"fox"}]))),
+    ("boolean candidate matrix", _fit(X, Y.astype(bool))),
+    ("scipy sparse candidate matrix (csr)", _fit(X, sp.csr_matrix(Y))),
+    ("DataFrame candidate matrix with named columns",
+     _fit(X, pd.DataFrame(Y, columns=["cat", "dog", "fox"]))),
+    ("pandas Series of labels", _fit(X, pd.Series(y))),
+    ("labels as a column vector (n, 1)", _fit(X, y[:, None] + 1)),
+    ("torch tensor candidate matrix", _fit(X, __import__("torch").as_tensor(Y))),
+    ("X as a list of lists", _fit(X.tolist(), y)),
+    ("X as a float64 DataFrame", _fit(pd.DataFrame(X.astype(np.float64)), y)),
+    ("labels {-1, 1}", _fit(X[y < 2], np.where(y[y < 2] == 0, -1, 1))),
+    ("labels with -1 next to 0 (semi-supervised coding)", _fit(X, _labels_with([0, 5], -1))),
+    ("a single class (1-D labels)", _fit(X, np.zeros(len(y), int))),
+    ("a single class (list of sets)", _fit(X, [{"cat"}] * len(y))),
+    ("one-column 0/1 candidate matrix", _fit(X, Y[:, :1])),
+    ("a class that no candidate set holds", _fit(X, np.c_[Y, np.zeros(len(Y), np.uint8)])),
+    ("candidate matrix with empty rows", _fit(X, np.where(np.arange(len(Y))[:, None] < 2, 0, Y))),
+    ("list of sets with an empty set", _fit(X, [set()] + _sets([{"cat"}, {"dog"}])[1:])),
+    ("candidate matrix with a 2", _fit(X, np.where(Y == 1, 2, 0))),
+    ("candidate matrix with 0 columns", _fit(X, np.zeros((len(y), 0)))),
+    ("sets mixing names and numbers", _fit(X, _sets([{"cat", 1}, {"dog"}]))),
+    ("labels with NaN", _fit(X, _labels_with([3], np.nan, float))),
+    ("continuous float labels", _fit(X, np.linspace(0, 1, len(y)))),
+    ("y of another length", _fit(X, y[:-1])),
+    ("y missing (None)", _fit(X, None)),
+    ("X empty list", _fit([], [])),
+    ("X of one sample", _fit(X[:1], [0])),
+    ("X 1-D", _fit(X[:, 0], y)),
+    ("X with NaN", _fit(np.where(np.arange(len(X))[:, None] == 4, np.nan, X), y)),
+    ("X with inf", _fit(np.where(np.arange(len(X))[:, None] == 4, np.inf, X), y)),
+    ("X of strings that are not files", _fit(["a.png", "b.png"], [0, 1])),
+    ("X of complex numbers", _fit(X.astype(np.complex64), y)),
+    ("predict: X with another number of features", _predict(X[:, :3])),
+    ("predict: X with NaN", _predict(np.full((2, 5), np.nan, np.float32))),
+    ("predict: X empty list", _predict([])),
+]
+
+
+def _training_cases():
+    def warmup_only():
+        clf = CoRegClassifier(max_epochs=2, **COREG_FAST).fit(X, Y)
+        return f"fits, trust_ {clf.trust_}"
+
+    def nan_weights_at_division():
+        clf = CoRegClassifier(max_epochs=3, warmup_epochs=1,
+                              callbacks=[("poison", PoisonAfterEpoch(1))], **COREG_FAST)
+        with pytest.raises(FloatingPointError):
+            clf.fit(X, Y)
+        clf.predict(X)
+
+    def nan_loss(cls):
+        def action():
+            clf = cls(NaNEncoder, max_epochs=1, batch_size=16, random_state=0)
+            with pytest.raises(FloatingPointError):
+                clf.fit(X, Y)
+            clf.predict(X)
+        return action
+
+    def interrupted():
+        clf = CCClassifier(max_epochs=4, callbacks=[("stop", InterruptInEpoch(2))], **FAST)
+        clf.fit(X, Y)
+        return f"fits, {len(clf.history_)} epoch(s) in the history"
+
+    return [
+        ("CoRegClassifier with max_epochs <= warmup_epochs", warmup_only),
+        ("NaN weights at a Co-Reg division, then predict", nan_weights_at_division),
+        ("PRODEN with a NaN loss, then predict", nan_loss(PRODENClassifier)),
+        ("CC with a NaN loss, then predict", nan_loss(CCClassifier)),
+        ("KeyboardInterrupt during epoch 2 of 4", interrupted),
+    ]
+
+
+def test_the_table_of_input_and_training_cases_is_current():
+    from _table import check_section, outcome
+
+    inputs = [(name, outcome(action)) for name, action in INPUT_CASES]
+    check_section("inputs", inputs)
+    check_section("training", [(name, outcome(action)) for name, action in _training_cases()])
+    failures = [f"{name}: {result}" for name, result in inputs
+                if not result.startswith(("fits", "predicts", "ValueError", "TypeError",
+                                          "FileNotFoundError"))]
+    assert not failures, failures
+
+
+# ------------------------------------------------------- generated inputs
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+_X_WORDS = ("X", "sample", "feature", "array", "image")
+_Y_WORDS = ("y", "candidate", "label", "class", "target")
+_FLOATS = st.floats(allow_nan=True, allow_infinity=True, width=32)
+
+
+@st.composite
+def feature_matrices(draw):
+    """(X, valid): clean float matrices of at least 2 rows, or a degenerate
+    one (empty, 1-D, NaN/inf/huge values, other dtypes)."""
+    n = draw(st.integers(0, 12))
+    d = draw(st.integers(0, 4))
+    kind = draw(st.sampled_from(["clean"] * 4 + ["any floats", "ints", "bools", "1-D", "list"]))
+    if kind == "clean":
+        X_ = draw(hnp.arrays(np.float32, (n, d), elements=st.floats(-1e3, 1e3, width=32)))
+    elif kind == "any floats":
+        X_ = draw(hnp.arrays(np.float64, (n, d), elements=st.floats(allow_nan=True,
+                                                                    allow_infinity=True)))
+    elif kind == "ints":
+        X_ = draw(hnp.arrays(np.int64, (n, d), elements=st.integers(-10**6, 10**6)))
+    elif kind == "bools":
+        X_ = draw(hnp.arrays(np.bool_, (n, d)))
+    elif kind == "1-D":
+        X_ = draw(hnp.arrays(np.float32, (n,), elements=_FLOATS))
+    else:
+        X_ = draw(hnp.arrays(np.float32, (n, d), elements=_FLOATS)).tolist()
+    arr = np.asarray(X_, dtype=np.float64) if np.size(X_) else np.zeros((n, d))
+    valid = (np.ndim(X_) == 2 and n >= 2 and d >= 1 and np.isfinite(arr).all()
+             and np.abs(arr).max() < 3e38)
+    return X_, valid
+
+
+@st.composite
+def candidate_sets(draw, n):
+    """(y, valid): candidate matrices, labels or lists of sets for n rows,
+    sometimes of another length, with empty sets or a single class."""
+    rows = draw(st.sampled_from([n] * 6 + [max(n - 1, 0), n + 1]))
+    c = draw(st.integers(1, 4))
+    form = draw(st.sampled_from(["matrix", "sparse", "frame", "labels", "string labels",
+                                 "float labels", "sets"]))
+    Y_ = draw(hnp.arrays(np.uint8, (rows, c), elements=st.integers(0, 1)))
+    if draw(st.booleans()):  # no empty set, most of the time two classes
+        Y_[np.arange(rows), np.arange(rows) % c] = 1
+    if form == "float labels":
+        y_ = draw(hnp.arrays(np.float64, (rows,), elements=st.floats(allow_nan=True)))
+    elif form in ("labels", "string labels"):
+        y_ = draw(hnp.arrays(np.int64, (rows,), elements=st.integers(-1, c - 1)))
+        Y_ = np.eye(c, dtype=np.uint8)[np.clip(y_, 0, None)] if rows else Y_
+        if form == "string labels":
+            y_ = np.array([f"c{v}" for v in y_], dtype=object)
+    elif form == "sets":
+        y_ = [{f"c{j}" for j in np.flatnonzero(row)} for row in Y_]
+    elif form == "sparse":
+        y_ = sp.csr_matrix(Y_)
+    elif form == "frame":
+        y_ = pd.DataFrame(Y_, columns=[f"c{j}" for j in range(c)])
+    else:
+        y_ = Y_
+    labels = form.endswith("labels")
+    classes_used = np.unique(y_) if labels else np.flatnonzero(Y_.sum(0))
+    integral = form != "float labels" or (np.isfinite(y_).all() and (y_ == np.round(y_)).all())
+    valid = (rows == n and integral and len(classes_used) >= 2
+             and (labels or (Y_.sum(1) > 0).all())
+             and not (form in ("matrix", "sparse", "frame") and c == 1))
+    return y_, valid
+
+
+@settings(max_examples=80, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.data())
+def test_generated_inputs_fit_or_name_the_culprit(data):
+    X_, x_valid = data.draw(feature_matrices(), label="X")
+    y_, y_valid = data.draw(candidate_sets(len(X_)), label="y")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            clf = CCClassifier(max_epochs=1, batch_size=4, module__hidden_sizes=(4,),
+                               random_state=0).fit(X_, y_)
+        except (ValueError, TypeError) as exc:
+            message = str(exc)
+            words = (() if x_valid else _X_WORDS) + (() if y_valid else _Y_WORDS)
+            assert words, f"valid inputs were refused: {message}"
+            assert any(re.search(rf"\b{w}", message) for w in words), message
+            event(f"refused, X {'valid' if x_valid else 'invalid'}, y "
+                  f"{'valid' if y_valid else 'invalid'}")
+            return
+    assert x_valid and y_valid, "invalid inputs were accepted"
+    event("fitted")
+    assert set(clf.predict(X_).tolist()) <= set(clf.classes_.tolist())

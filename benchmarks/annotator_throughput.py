@@ -12,7 +12,14 @@ the work a ``Pipeline``'s ``fit`` does. Measures, in one run and on one device:
 - ``transform (disk cache)``: a fresh instance sharing ``cache_dir``, as every
   fold of a grid search would;
 - peak memory of the cold transform: Python/numpy allocations (tracemalloc),
-  process peak RSS, and CUDA peak when on a GPU.
+  process peak RSS, and CUDA peak when on a GPU;
+- the cost of the image-tower digest that keys the cache (first call on a
+  freshly loaded model, and the memoised call every later use makes);
+- the pickle size of the fitted annotator against that of its model (which
+  a fitted annotator no longer pickles);
+- with ``--files N``: N synthetic photos of ``--file-size`` written as JPEG
+  files, annotated cold and then by a fresh instance sharing the disk cache
+  (file inputs are keyed by their bytes, so the re-run decodes nothing).
 
 Each timing is the median of ``--repeats`` runs. With ``--tiny`` a small
 random open_clip model is built and loaded from a checkpoint file, so the
@@ -26,6 +33,8 @@ repository root with the package installed.
 Examples
 --------
 python benchmarks/annotator_throughput.py --smoke
+python benchmarks/annotator_throughput.py --tiny --n-images 256 --files 32 \
+    --file-size 4000x3000 --repeats 3
 python benchmarks/annotator_throughput.py --tiny --n-images 10000 --image-size 32
 python benchmarks/annotator_throughput.py --model-name ViT-B-32 --random-weights \\
     --n-images 1000 --image-size 224 --repeats 1
@@ -34,7 +43,9 @@ python benchmarks/annotator_throughput.py --model-name ViT-B-32 --pretrained ope
 """
 
 import argparse
+import copy
 import json
+import pickle
 import resource
 import statistics
 import sys
@@ -47,6 +58,7 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
+from sklearn_npll._vlm_cache import model_digests
 from sklearn_npll.annotate import VLMPartialAnnotator
 from sklearn_npll.datasets import candidate_stats
 
@@ -116,6 +128,24 @@ def preprocessed_batches(annotator, images, batch_size, max_bytes):
     return batches, n, seconds
 
 
+def write_photos(folder, n, width, height, seed=0):
+    """``n`` smooth synthetic photos (gradients, blobs, mild noise) as JPEG files."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    # drawn small and upscaled: sizes on disk like real photos, not like noise
+    small = (max(8, height // 16), max(8, width // 16))
+    paths = []
+    for i in range(n):
+        base = rng.integers(0, 256, size=(*small, 3), dtype=np.uint8)
+        im = Image.fromarray(base).resize((width, height), Image.BICUBIC)
+        arr = np.asarray(im, dtype=np.int16) + rng.integers(-6, 7, size=(height, width, 1))
+        path = Path(folder) / f"photo{i:03d}.jpg"
+        Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
 def annotate(annotator, images):
     """Annotate ``images`` now: ``transform`` defers until the candidates are read."""
     return annotator.transform(images).candidates
@@ -146,11 +176,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--bare-max-gib", type=float, default=2.0,
                         help="memory cap of the preprocessed batches of the bare loop")
+    parser.add_argument("--files", type=int, default=0,
+                        help="also time N JPEG files cold and from the disk cache")
+    parser.add_argument("--file-size", default="4000x3000", help="WIDTHxHEIGHT of --files")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     if args.smoke:
         args.tiny, args.n_images, args.image_size = True, 512, 32
         args.batch_size, args.repeats = 128, 1
+        args.files, args.file_size = 8, "640x480"
 
     workdir = tempfile.TemporaryDirectory()
     if args.tiny:
@@ -264,6 +298,46 @@ def main(argv=None):
     print(f"peak memory of a cold transform: tracemalloc {tracemalloc_peak:.0f} MiB, "
           f"process peak RSS {rss_before:.0f} -> {rss_after:.0f} MiB"
           + ("" if cuda_peak is None else f", CUDA {cuda_peak:.0f} MiB"))
+    # the digest that keys the image cache: a fresh model object computes it once
+    fresh = copy.deepcopy(base.model_)
+    digest_first = timed(lambda: model_digests(fresh), device)[0]
+    digest_again = statistics.median(timed(lambda: model_digests(fresh), device)[0]
+                                     for _ in range(5))
+    n_tensors = sum(t.numel() for t in fresh.state_dict().values())
+    del fresh
+    pickled = len(pickle.dumps(base))
+    model_pickled = len(pickle.dumps(base.model_))
+    results.update(digest_first_s=digest_first, digest_memoised_s=digest_again,
+                   model_parameters=n_tensors, annotator_pickle_bytes=pickled,
+                   model_pickle_bytes=model_pickled)
+    print(f"model digest (whole state, {n_tensors / 1e6:.1f}M values): first "
+          f"{digest_first:.3f}s, memoised {1000 * digest_again:.2f} ms")
+    print(f"pickle of the fitted annotator {pickled / 2**20:.2f} MiB "
+          f"(its model alone {model_pickled / 2**20:.1f} MiB, not pickled)")
+
+    if args.files:
+        width, height = (int(v) for v in args.file_size.lower().split("x"))
+        folder = Path(workdir.name) / "photos"
+        folder.mkdir()
+        paths = write_photos(folder, args.files, width, height)
+        megabytes = sum(Path(p).stat().st_size for p in paths) / 2**20
+        file_cold, file_cached = [], []
+        for repeat in range(args.repeats):
+            cache_dir = Path(workdir.name) / f"files{repeat}"
+            first = clone(base).set_params(cache_dir=cache_dir).fit()
+            file_cold.append(timed(lambda: annotate(first, paths), device)[0])
+            again = clone(base).set_params(cache_dir=cache_dir).fit()
+            file_cached.append(timed(lambda: annotate(again, paths), device)[0])
+        speedups = [c / w for c, w in zip(file_cold, file_cached)]
+        results.update(files=args.files, file_size=args.file_size, files_mib=megabytes,
+                       files_cold_s=statistics.median(file_cold),
+                       files_cached_s=statistics.median(file_cached),
+                       files_cached_speedup=statistics.median(speedups))
+        print(f"{args.files} JPEG files {args.file_size} ({megabytes:.0f} MiB): cold "
+              f"{results['files_cold_s']:.3f}s, fresh instance on the disk cache "
+              f"{results['files_cached_s']:.3f}s -> speed-up "
+              f"{results['files_cached_speedup']:.1f}x (median of {args.repeats})")
+
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     workdir.cleanup()

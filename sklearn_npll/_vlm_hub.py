@@ -305,8 +305,11 @@ def load_open_clip(model_name, pretrained, timeout=60.0, verbose=False):
         tokenizer = open_clip.get_tokenizer(name, context_length=context_length)
         return model, preprocess, tokenizer
 
+    # what can be loaded from local files alone (None: needs the network)
     local = None
-    if pretrained is not None and os.path.isfile(os.fspath(pretrained)):
+    if model_name.startswith("hf-hub:"):
+        local = _local_route(model_name, None, None)
+    elif pretrained is not None and os.path.isfile(os.fspath(pretrained)):
         local = (model_name, pretrained, {})
     elif model_name.startswith("local-dir:") or pretrained is None:
         local = (model_name, pretrained, {})

@@ -419,3 +419,58 @@ def test_stalled_hub_fails_within_the_timeout_without_global_state(monkeypatch, 
         server.close()
     assert time.perf_counter() - start < 10
     assert seen and all(state == (False, []) for state in seen)
+
+
+def test_cached_hub_repository_loads_without_network(checkpoint, images, monkeypatch, tmp_path):
+    """An hf-hub: model whose config and weights are in the local hub cache."""
+    import json
+    import shutil
+
+    from huggingface_hub import constants
+
+    from _common import TINY_CLIP_CONFIG
+
+    commit = "1" * 40
+    repo = tmp_path / "models--npll--tiny-repo"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CONFIG}))
+    shutil.copy(checkpoint, snapshot / "open_clip_pytorch_model.bin")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    start = time.perf_counter()
+    annotator = VLMPartialAnnotator(CLASSES, model_name="hf-hub:npll/tiny-repo").fit()
+    assert time.perf_counter() - start < 30
+    reference = make(checkpoint).fit()
+    np.testing.assert_allclose(annotator.predict_proba(images), reference.predict_proba(images),
+                               atol=1e-6)
+
+
+class _SetSizes:
+    """A final pipeline step that reads the candidate sets it is given."""
+
+    def fit(self, X, y=None):
+        self.sizes_ = X.candidates.sum(axis=1)
+        return self
+
+
+def test_pipeline_memory_caches_the_annotation_step(checkpoint, images, tmp_path,
+                                                    tower_calls, monkeypatch):
+    from sklearn.pipeline import Pipeline
+
+    import sklearn_npll.annotate as module
+    from sklearn_npll._vlm_hub import load_open_clip
+
+    loads = []
+    monkeypatch.setattr(module, "load_open_clip",
+                        lambda *a, **k: (loads.append(a), load_open_clip(*a, **k))[1])
+    pipe = Pipeline([("annotate", make(checkpoint)), ("sizes", _SetSizes())],
+                    memory=str(tmp_path))
+    first = clone(pipe).fit(images).named_steps["sizes"].sizes_
+    assert sum(tower_calls) == len(images) and len(loads) == 1
+    tower_calls.clear()
+    second = clone(pipe).fit(images)
+    np.testing.assert_array_equal(second.named_steps["sizes"].sizes_, first)
+    assert tower_calls == [] and len(loads) == 1  # from the cache: no model loaded

@@ -268,6 +268,14 @@ def test_callable_templates_get_the_class_name_and_underscores_read_as_spaces(ch
                                encode(annotator, ["art of a maple tree"])[0], atol=1e-5)
 
 
+def test_named_template_set(checkpoint):
+    from open_clip.zero_shot_metadata import SIMPLE_IMAGENET_TEMPLATES
+
+    annotator = make(checkpoint, templates="imagenet-simple").fit()
+    assert annotator.templates_ == [t("{}") for t in SIMPLE_IMAGENET_TEMPLATES]
+    assert annotator.text_features_.shape[0] == len(SIMPLE_IMAGENET_TEMPLATES)
+
+
 def test_prompts_encoded_once_across_clones_and_from_disk(checkpoint, tmp_path, text_calls,
                                                           capsys):
     first = make(checkpoint, cache_dir=tmp_path, verbose=True).fit()

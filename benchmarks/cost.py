@@ -49,6 +49,10 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+# --smoke: every measurement (and the profile) on a few small epochs
+SMOKE_ARGS = ["--n-train", "300", "--width", "8", "--batch-size", "128", "--warmup", "1", "--start-contrastive", "0",
+              "--measure-epochs", "1", "--baseline-epochs", "2"]
+
 PHASES = ["warm-up", "co-reg, contrastive off", "co-reg, contrastive on"]
 
 
@@ -262,11 +266,11 @@ def _coreg_class(timers):
             state["query_next"] = False
             return super().run_epoch(epoch, ctx)
 
-        def _divide(self, k, net, ctx):
+        def _divide(self, epoch, k, net, ctx):
             state["in_divide"] = True
             timers.enter("division: other (alignment, losses)")
             try:
-                return super()._divide(k, net, ctx)
+                return super()._divide(epoch, k, net, ctx)
             finally:
                 timers.exit()
                 state["in_divide"] = False
@@ -338,14 +342,19 @@ def _child(args):
     Path(args.child_out).write_text(json.dumps(result))
 
 
-def _run_child(mode, argv):
+def _run_child(mode, argv, in_process=False):
+    """One measurement in a fresh subprocess (its own peak memory), or, for
+    --smoke, in this process (the same code without the start-up cost)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--child", mode,
-               "--child-out", str(out)]
+        child_argv = [*argv, "--child", mode, "--child-out", str(out)]
         t = time.perf_counter()
-        subprocess.run(cmd, check=True, env=env)
+        if in_process:
+            main(child_argv)
+        else:
+            subprocess.run([sys.executable, str(Path(__file__).resolve()), *child_argv],
+                           check=True, env=env)
         res = json.loads(out.read_text())
         res["process_seconds"] = time.perf_counter() - t
         return res
@@ -488,22 +497,30 @@ def main(argv=None):
     p.add_argument("--md", default=str(HERE / "COST.md"))
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds-long check that the script runs: a few small epochs, "
+                        "results written to a temporary folder")
     args = p.parse_args(argv)
     if args.child:
         return _child(args)
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    smoke = args.smoke
+    if smoke:
+        tmp = Path(tempfile.mkdtemp(prefix="npll-smoke-"))
+        argv = SMOKE_ARGS + ["--out", str(tmp), "--md", str(tmp / "COST.md")]
+        args = p.parse_args(argv)
     print("baseline (plain NeuralNetClassifier epochs) ...", flush=True)
-    baseline = _run_child("baseline", argv)
+    baseline = _run_child("baseline", argv, smoke)
     print(f"  median {baseline['median_seconds']:.3f} s/epoch", flush=True)
     print("Co-Reg ...", flush=True)
-    coreg = _run_child("coreg", argv)
+    coreg = _run_child("coreg", argv, smoke)
     for ph, sec in coreg["median_seconds"].items():
         print(f"  {ph}: {sec:.3f} s/epoch = {sec / baseline['median_seconds']:.1f}x",
               flush=True)
     print("baseline again (brackets Co-Reg against load drift on a shared machine) ...",
           flush=True)
-    baseline_after = _run_child("baseline", argv)
+    baseline_after = _run_child("baseline", argv, smoke)
     print(f"  median {baseline_after['median_seconds']:.3f} s/epoch", flush=True)
     plain = (baseline["median_seconds"] + baseline_after["median_seconds"]) / 2
     for ph, sec in coreg["median_seconds"].items():
@@ -511,7 +528,7 @@ def main(argv=None):
     profile = None
     if not args.no_profile:
         print("Co-Reg with timers ...", flush=True)
-        profile = _run_child("profile", argv)
+        profile = _run_child("profile", argv, smoke)
     import platform
 
     import torch

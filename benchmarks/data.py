@@ -73,8 +73,9 @@ def subsample(X, y, n, random_state=0):
 
 
 # ----------------------------------------------------------------- digits
-def load_digits_data(test_size=0.25, random_state=0, **_):
-    """scikit-learn's 8x8 digits as uint8 images with a fixed stratified split."""
+def load_digits_data(test_size=0.25, random_state=0, n_train=None, n_test=None, **_):
+    """scikit-learn's 8x8 digits as uint8 images with a fixed stratified split
+    (``n_train`` / ``n_test`` take stratified subsets of it)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -82,6 +83,8 @@ def load_digits_data(test_size=0.25, random_state=0, **_):
     y = d.target.astype(np.int64)
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=test_size, stratify=y, random_state=random_state)
+    X_train, y_train = subsample(X_train, y_train, n_train, random_state)
+    X_test, y_test = subsample(X_test, y_test, n_test, random_state)
     meta = _meta("digits", "sklearn.datasets.load_digits", X_train, X_test, 10, flip=False,
                  split=f"stratified, test_size={test_size}, random_state={random_state}")
     return X_train, y_train, X_test, y_test, list(DIGIT_CLASSES), meta

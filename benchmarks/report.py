@@ -23,6 +23,7 @@ Example::
 import argparse
 import json
 import sys
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -392,7 +393,13 @@ def main(argv=None):
     p.add_argument("--results", default=str(HERE / "results"))
     p.add_argument("--md", default=str(HERE / "RESULTS.md"))
     p.add_argument("--plots", default=str(HERE))
+    p.add_argument("--smoke", action="store_true",
+                   help="check that the script runs: the report of the stored cells, "
+                        "written to a temporary folder")
     args = p.parse_args(argv)
+    if args.smoke:
+        tmp = Path(tempfile.mkdtemp(prefix="npll-smoke-"))
+        args.md, args.plots = str(tmp / "RESULTS.md"), str(tmp)
 
     cells = load_cells(args.results)
     if not cells:
@@ -424,7 +431,8 @@ def main(argv=None):
     if cost.exists():
         lines += ["## Training cost", "", "See `COST.md` (made by `benchmarks/cost.py`).", ""]
     Path(args.md).write_text("\n".join(lines))
-    print(f"wrote {args.md} and {len(made)} plots", flush=True)
+    print(f"wrote {args.md} ({len(cells)} cells, {len(lines)} lines) and {len(made)} plots",
+          flush=True)
     return 0
 
 

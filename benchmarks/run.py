@@ -54,6 +54,7 @@ import platform
 import shlex
 import sys
 import time
+import tempfile
 import traceback
 from functools import lru_cache
 from pathlib import Path
@@ -80,6 +81,11 @@ TRUE_LABELS = "true-labels"
 
 # Per-dataset training configurations. "cpu" is sized for a 2-core machine
 # (a Co-Reg fit in about a minute or two); "gpu" is the paper's setting.
+# --smoke: a tiny real run (digits, one setting, two methods, a few epochs)
+SMOKE_ARGS = ["--dataset", "digits", "--grid", "0.3:0.1", "--methods", "cc", "coreg",
+              "--seeds", "0", "--epochs", "3", "--warmup", "1", "--start-contrastive", "0",
+              "--n-train", "300", "--n-test", "200", "--width", "8"]
+
 CONFIGS = {
     "cpu": {
         "device": "cpu",
@@ -283,8 +289,8 @@ def _tracked_coreg():
         division (read by the TrustedPrecision callback); training is
         unchanged."""
 
-        def _divide(self, k, net, ctx):
-            out = super()._divide(k, net, ctx)
+        def _divide(self, epoch, k, net, ctx):
+            out = super()._divide(epoch, k, net, ctx)
             if k == 0:
                 self._bench_divisions = []
             self._bench_divisions.append(np.asarray(out["P"]))
@@ -509,7 +515,13 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=1, help="cells fitted in parallel processes")
     p.add_argument("--verbose", type=int, default=0, help="estimators' per-epoch lines")
     p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds-long check that the script runs: two small digits cells "
+                        "written to a temporary folder")
     args = p.parse_args(argv)
+    if args.smoke:
+        argv = SMOKE_ARGS + ["--out", tempfile.mkdtemp(prefix="npll-smoke-")]
+        args = p.parse_args(argv)
 
     if args.suite:
         args.config = args.suite

@@ -108,3 +108,10 @@ class CosineLR(LRScheduler):
     def on_train_begin(self, net, **kwargs):
         self.total_epochs_ = net.cosine_epochs or net.max_epochs
         super().on_train_begin(net, **kwargs)
+
+    def __getstate__(self):
+        # the torch scheduler refers to the optimizer, which the net pickles
+        # itself; it is built again at the start of the next training
+        state = dict(self.__dict__)
+        state["lr_scheduler_"] = None
+        return state

@@ -326,7 +326,17 @@ class PRODENClassifier(_OneNetworkClassifier):
         covering rate of predictions on them as ``valid_covering_rate`` each
         epoch. Held-out samples keep their initial (uniform) weights.
     callbacks : list of (name, skorch callback) or None, default=None
-        Extra skorch callbacks (checkpoint, early stopping, ...).
+        Extra skorch callbacks (``Checkpoint``, ``EarlyStopping``,
+        ``EpochScoring``, ``GradientNormClipping``, ...). Training batches
+        reach them as ``batch=(inputs before augmentation, candidate rows)``
+        with the network's logits as ``y_pred``; validation batches
+        (``validation_fraction``) with the mean logits of prediction.
+        ``on_grad_computed`` carries the parameters of the network that
+        stepped. Scoring callbacks score against candidate sets: use
+        ``scoring=None`` (the covering rate) or
+        :func:`~sklearn_npll.metrics.covering_rate_scorer`; a string scorer
+        is refused at fit. An ``LRScheduler`` replaces the built-in cosine
+        schedule (:class:`~sklearn_npll.callbacks.CosineLR`).
     verbose : int, default=0
         1 prints a line per epoch, 2 adds a progress bar.
     device : str, default="auto"
@@ -499,7 +509,17 @@ class CCClassifier(_OneNetworkClassifier):
         covering rate of predictions on them as ``valid_covering_rate`` each
         epoch.
     callbacks : list of (name, skorch callback) or None, default=None
-        Extra skorch callbacks (checkpoint, early stopping, ...).
+        Extra skorch callbacks (``Checkpoint``, ``EarlyStopping``,
+        ``EpochScoring``, ``GradientNormClipping``, ...). Training batches
+        reach them as ``batch=(inputs before augmentation, candidate rows)``
+        with the network's logits as ``y_pred``; validation batches
+        (``validation_fraction``) with the mean logits of prediction.
+        ``on_grad_computed`` carries the parameters of the network that
+        stepped. Scoring callbacks score against candidate sets: use
+        ``scoring=None`` (the covering rate) or
+        :func:`~sklearn_npll.metrics.covering_rate_scorer`; a string scorer
+        is refused at fit. An ``LRScheduler`` replaces the built-in cosine
+        schedule (:class:`~sklearn_npll.callbacks.CosineLR`).
     verbose : int, default=0
         1 prints a line per epoch, 2 adds a progress bar.
     device : str, default="auto"

@@ -51,6 +51,15 @@ def test_default_pickle_holds_only_what_predict_uses(coreg):
     assert coreg.optimizer_ is not None and hasattr(coreg.module_, "memory")
 
 
+def test_pickle_with_training_state_holds_each_tensor_once(coreg):
+    clf = copy.deepcopy(coreg).set_params(keep_training_state=True)
+    tensors = [t for name in clf._modules for t in getattr(clf, name + "_").state_dict().values()]
+    tensors += [t for state in clf.optimizer_.state.values() for t in state.values()
+                if isinstance(t, torch.Tensor)]
+    state_bytes = sum(t.numel() * t.element_size() for t in tensors)
+    assert len(pickle.dumps(clf)) <= 1.1 * state_bytes
+
+
 def test_predict_networks_first_pickles_one_network(coreg):
     one = copy.deepcopy(coreg).set_params(predict_networks="first")
     loaded = pickle.loads(pickle.dumps(one))

@@ -400,8 +400,15 @@ def test_missing_transformers_names_the_extra(tmp_path, monkeypatch):
         VLMPartialAnnotator(CLASSES, model_name="npll-tiny-hf", pretrained=None).fit()
 
 
-def test_stalled_hub_fails_within_the_timeout_without_global_state(monkeypatch, tmp_path):
+def test_stalled_hub_fails_within_the_timeout_without_global_state(checkpoint, monkeypatch,
+                                                                  tmp_path):
     from huggingface_hub import constants
+    from open_clip import pretrained as registry
+
+    # a tag of the tiny model on a repository that does not exist: the download
+    # left running after the timeout can only fail, never fetch real weights
+    monkeypatch.setitem(registry._PRETRAINED, TINY_CLIP_NAME,
+                        {"stalltag": {"hf_hub": "npll-test/no-such-repo/"}})
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -421,7 +428,7 @@ def test_stalled_hub_fails_within_the_timeout_without_global_state(monkeypatch, 
     start = time.perf_counter()
     try:
         with pytest.raises(OSError, match="hub_timeout=2"):
-            VLMPartialAnnotator(CLASSES, model_name="ViT-B-32", pretrained="openai",
+            VLMPartialAnnotator(CLASSES, model_name=TINY_CLIP_NAME, pretrained="stalltag",
                                 hub_timeout=2).fit()
     finally:
         server.close()

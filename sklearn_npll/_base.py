@@ -35,6 +35,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 from torch import nn
 
+from . import _distributed
 from ._augment import Normalize, PerSample, channel_stats, make_augmenters
 from ._backbones import default_encoder
 from ._callbacks import CosineLR
@@ -408,8 +409,10 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
             raise NotFittedError(
                 f"{type(self).__name__} sizes its networks from the training data: "
                 "call fit or partial_fit instead of initialize.")
+        _distributed.prepare_fit(self)
         with self._on_resolved_device():
             super().initialize()
+        _distributed.after_initialize(self)
         self._check_scoring_callbacks()
         return self
 
@@ -961,6 +964,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
             # fp16: scaled backward; callbacks see the true (unscaled) gradients
             scaler.scale(loss).backward()
             scaler.unscale_(self.optimizer_)
+        loss, n_samples = _distributed.average_gradients(self, network, loss, len(batch[0]))
         params = ((name, p) for name, p in network.named_parameters() if p.requires_grad)
         self.notify("on_grad_computed", named_parameters=TeeGenerator(params),
                     X=batch[0], y=batch[1], training=True)
@@ -971,7 +975,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
             scaler.update()
         loss = loss.detach()
         self.history.record_batch("train_loss", float(loss))
-        self.history.record_batch("train_batch_size", len(batch[0]))
+        self.history.record_batch("train_batch_size", n_samples)
         self.notify("on_batch_end", batch=batch, training=True, loss=loss,
                     y_pred=y_pred.detach())
 
@@ -1015,10 +1019,10 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         """Consecutive chunks of a random permutation of ``rows``."""
         rows = np.asarray(rows)[ctx.rng.permutation(len(rows))]
         chunks = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
-        if len(chunks) > 1 and len(chunks[-1]) == 1:
-            # batch norm cannot train on a single sample
+        if len(chunks) > 1 and len(chunks[-1]) < 2 * _distributed.world(self)[0]:
+            # batch norm cannot train on a single sample (on any rank)
             chunks[-2:] = [np.concatenate(chunks[-2:])]
-        return chunks
+        return _distributed.local_batches(self, chunks)
 
     # ------------------------------------------------------------ inference
     def infer(self, x):

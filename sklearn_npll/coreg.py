@@ -10,6 +10,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _disambiguation as dis
+from . import _distributed
 from ._base import PartialLabelNet
 from ._division import class_trust_probabilities, trust_probabilities
 from ._nets import CoRegNetwork, CoRegState, per_chunk_batch_norm
@@ -390,6 +391,9 @@ class CoRegClassifier(PartialLabelNet):
         "predict_networks": [StrOptions({"both", "first"})],
     }
 
+    # trains data-parallel under torchrun (see sklearn_npll._distributed)
+    _data_parallel = True
+
     _log_keys_ignored = ("loss_pce", "loss_ne", "loss_x", "loss_u", "loss_prototype",
                          "loss_contrastive")
 
@@ -486,11 +490,13 @@ class CoRegClassifier(PartialLabelNet):
                 terms = {"loss_pce": dis.partial_cross_entropy(probs, ctx.Y[rows]),
                          "loss_ne": dis.negative_entropy(probs)}
                 loss = terms["loss_pce"] + terms["loss_ne"]
+                terms = _distributed.average(self, terms)
                 self.check_finite(epoch, terms, f" (warm-up, network {'AB'[k]})")
                 self.step_network(net, loss, (x, ctx.Y[rows]), logits)
-                net.memory[rows] = probs.detach().to(net.memory.dtype)
+                rows, probs = _distributed.gather(self, rows, probs.detach())
+                net.memory[rows] = probs.to(net.memory.dtype)
                 for name, value in terms.items():
-                    sums[name] += float(value.detach())
+                    sums[name] += float(value)
                 steps += 1
         self.history.record("train_batch_count", steps)
         terms = {name: total / max(steps, 1) for name, total in sums.items()}
@@ -524,11 +530,12 @@ class CoRegClassifier(PartialLabelNet):
         aligned predictions and the trusted/unlabeled split of network k."""
         net.eval()
         rows = self.training_rows(ctx)
+        local = _distributed.local_rows(self, rows)
         probs = []
-        for start in range(0, len(rows), 2 * self.batch_size):
-            idx = rows[start:start + 2 * self.batch_size]
+        for start in range(0, len(local), 2 * self.batch_size):
+            idx = local[start:start + 2 * self.batch_size]
             probs.append(torch.softmax(net(ctx.augment("weak", ctx.batch(idx))), dim=1))
-        probs = torch.cat(probs)
+        probs = _distributed.gather(self, torch.cat(probs))
         rows_t = torch.as_tensor(rows, device=ctx.device)
         # All rows are refreshed before aligning with the memory's mean; the
         # reference aligns batch by batch with a half-refreshed memory.
@@ -684,7 +691,8 @@ class CoRegClassifier(PartialLabelNet):
                 loss = loss + self.lambda_u * ramp * terms["loss_u"]
             if self.use_prototypes:
                 state.prototypes.copy_(dis.update_prototypes(
-                    state.prototypes, z_w1, tx.argmax(1), self.prototype_momentum))
+                    state.prototypes, *_distributed.gather(self, z_w1, tx.argmax(1)),
+                    self.prototype_momentum))
                 if contrast_on:
                     s = dis.prototype_probs(z_mixed, state.prototypes,
                                             self.prototype_temperature)
@@ -707,8 +715,8 @@ class CoRegClassifier(PartialLabelNet):
                         queries, torch.cat([queries, keys, queue_z]), pos, ignore,
                         self.contrastive_temperature)
                     loss = loss + self.lambda_contrastive * terms["loss_contrastive"]
-                net.enqueue(keys, anchor_t, flags)
-            values = {k: float(v.detach()) for k, v in terms.items()}
+                net.enqueue(*_distributed.gather(self, keys, anchor_t, flags))
+            values = _distributed.average(self, {k: float(v.detach()) for k, v in terms.items()})
             self.check_finite(epoch, {**values, "train_loss": float(loss.detach())},
                               f" (network {name})")
             self.step_network(net, loss, (x, ctx.Y[rows]), logits_w[:nx])

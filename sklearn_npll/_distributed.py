@@ -94,7 +94,9 @@ def average(estimator, values):
     size, _ = world(estimator)
     if size == 1:
         return values
-    flat = torch.tensor(list(values.values()), dtype=torch.float64)
+    device = (torch.device("cuda", torch.cuda.current_device())
+              if dist.get_backend() == "nccl" else torch.device("cpu"))
+    flat = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
     dist.all_reduce(flat)
     return dict(zip(values, (flat / size).tolist()))
 

@@ -1271,6 +1271,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
             # the user's callback objects hold fit state (e.g. a scheduler
             # bound to the optimizer); keep their parameters only
             state["callbacks"] = [_unfitted(item) for item in self.callbacks]
+        state.pop("_random_states", None)
         state["_training_state_dropped"] = True
         return state
 

@@ -165,7 +165,7 @@ def _sets_to_matrix(sets, classes):
         except TypeError as exc:
             raise ValueError(
                 "Could not sort the class names found in the candidate sets: they "
-                f"mix types {_type_names(all_names)} ({exc}). Use class names of a "
+                f"mix types {_type_names(all_names)}. Use class names of a "
                 "single type, e.g. all strings."
             ) from exc
     else:
@@ -284,7 +284,7 @@ def check_candidates(Y, *, n_samples=None, classes=None):
                 except TypeError as exc:
                     raise ValueError(
                         "Could not sort the labels: they mix types "
-                        f"{_type_names(arr.tolist())} ({exc}). Use labels of a "
+                        f"{_type_names(arr.tolist())}. Use labels of a "
                         "single type, e.g. all strings."
                     ) from exc
                 cols = cols.reshape(-1)

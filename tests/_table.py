@@ -5,6 +5,7 @@ section differs. Regenerate with
     NPLL_UPDATE_RELIABILITY=1 python -m pytest tests/test_reliability.py tests/test_checkpoints.py tests/test_kill_resume.py
 """
 
+import difflib
 import os
 import re
 import warnings
@@ -58,6 +59,9 @@ def check_section(name, rows):
         TABLE.write_text(text)
         return
     found = pattern.search(text)
-    assert found and found.group(0) == fresh, (
+    stale = "\n".join(difflib.unified_diff(
+        found.group(0).splitlines() if found else [], fresh.splitlines(), "file", "run",
+        lineterm=""))
+    assert found and not stale, (
         f"The section '{name}' of benchmarks/RELIABILITY.md is stale: regenerate it with "
-        "NPLL_UPDATE_RELIABILITY=1 (see tests/_table.py).\nExpected:\n" + fresh)
+        "NPLL_UPDATE_RELIABILITY=1 (see tests/_table.py).\n" + stale)

@@ -4,6 +4,7 @@ gives the model an uninterrupted fit gives."""
 import errno
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -204,3 +205,14 @@ def test_a_failed_save_raises_or_warns_and_keeps_the_last_checkpoint(tmp_path, m
         assert manifest["epoch"] == 1 and files.name.startswith("epoch-0001-")
         assert sorted(p.name for p in (tmp_path / folder).iterdir()) == [
             "checkpoint.json", files.name]
+
+
+def test_a_pickled_fit_continues_like_an_uninterrupted_one():
+    kw = {**COMMON, **PARAMS["CCClassifier"]}
+    first = CCClassifier(max_epochs=4, keep_training_state=True, warm_start=True, **kw)
+    again = pickle.loads(pickle.dumps(first.fit(X, Y))).set_params(max_epochs=8).fit(X, Y)
+    np.testing.assert_array_equal(again.predict_proba(X),
+                                  CCClassifier(max_epochs=8, **kw).fit(X, Y).predict_proba(X))
+    # a pickle for serving carries no generator state
+    assert "_random_states" not in vars(pickle.loads(pickle.dumps(
+        CCClassifier(max_epochs=1, **kw).fit(X, Y))))

@@ -271,12 +271,13 @@ _FLOATS = st.floats(allow_nan=True, allow_infinity=True, width=32)
 
 
 @st.composite
-def feature_matrices(draw):
-    """(X, valid): clean float matrices of at least 2 rows, or a degenerate
-    one (empty, 1-D, NaN/inf/huge values, other dtypes)."""
-    n = draw(st.integers(0, 12))
-    d = draw(st.integers(0, 4))
-    kind = draw(st.sampled_from(["clean"] * 4 + ["any floats", "ints", "bools", "1-D", "list"]))
+def feature_matrices(draw, clean):
+    """(X, valid): a clean float matrix of at least 2 rows, or (not
+    ``clean``) any of clean, empty, 1-D, NaN/inf/huge values, other dtypes."""
+    n = draw(st.integers(2, 12) if clean else st.integers(0, 12))
+    d = draw(st.integers(1, 4) if clean else st.integers(0, 4))
+    kind = "clean" if clean else draw(st.sampled_from(
+        ["clean", "any floats", "ints", "bools", "1-D", "list"]))
     if kind == "clean":
         X_ = draw(hnp.arrays(np.float32, (n, d), elements=st.floats(-1e3, 1e3, width=32)))
     elif kind == "any floats":
@@ -291,31 +292,37 @@ def feature_matrices(draw):
     else:
         X_ = draw(hnp.arrays(np.float32, (n, d), elements=_FLOATS)).tolist()
     arr = np.asarray(X_, dtype=np.float64) if np.size(X_) else np.zeros((n, d))
-    valid = (np.ndim(X_) == 2 and n >= 2 and d >= 1 and np.isfinite(arr).all()
-             and np.abs(arr).max() < 3e38)
+    with np.errstate(over="ignore"):
+        valid = (np.ndim(X_) == 2 and n >= 2 and d >= 1
+                 and np.isfinite(arr.astype(np.float32)).all())
     return X_, valid
 
 
 @st.composite
-def candidate_sets(draw, n):
-    """(y, valid): candidate matrices, labels or lists of sets for n rows,
-    sometimes of another length, with empty sets or a single class."""
-    rows = draw(st.sampled_from([n] * 6 + [max(n - 1, 0), n + 1]))
-    c = draw(st.integers(1, 4))
-    form = draw(st.sampled_from(["matrix", "sparse", "frame", "labels", "string labels",
-                                 "float labels", "sets"]))
+def candidate_sets(draw, n, clean):
+    """(y, valid): candidate matrices, labels or lists of sets for n rows;
+    unless ``clean``, sometimes of another length, with empty sets, one
+    column or a single class."""
+    rows = n if clean else draw(st.sampled_from([n, n, max(n - 1, 0), n + 1]))
+    c = draw(st.integers(2, 4) if clean else st.integers(1, 4))
+    forms = ["matrix", "sparse", "frame", "labels", "string labels", "sets"]
+    form = draw(st.sampled_from(forms if clean else forms + ["float labels", "one column"]))
     Y_ = draw(hnp.arrays(np.uint8, (rows, c), elements=st.integers(0, 1)))
-    if draw(st.booleans()):  # no empty set, most of the time two classes
-        Y_[np.arange(rows), np.arange(rows) % c] = 1
+    if clean or draw(st.booleans()):  # no empty set; two classes when n >= 2
+        Y_[np.arange(rows), draw(st.permutations(np.arange(rows) % c))] = 1
     if form == "float labels":
         y_ = draw(hnp.arrays(np.float64, (rows,), elements=st.floats(allow_nan=True)))
     elif form in ("labels", "string labels"):
         y_ = draw(hnp.arrays(np.int64, (rows,), elements=st.integers(-1, c - 1)))
+        if clean:
+            y_ = Y_.argmax(1)
         Y_ = np.eye(c, dtype=np.uint8)[np.clip(y_, 0, None)] if rows else Y_
         if form == "string labels":
             y_ = np.array([f"c{v}" for v in y_], dtype=object)
     elif form == "sets":
         y_ = [{f"c{j}" for j in np.flatnonzero(row)} for row in Y_]
+    elif form == "one column":
+        y_ = Y_[:, :1]
     elif form == "sparse":
         y_ = sp.csr_matrix(Y_)
     elif form == "frame":
@@ -324,24 +331,30 @@ def candidate_sets(draw, n):
         y_ = Y_
     labels = form.endswith("labels")
     classes_used = np.unique(y_) if labels else np.flatnonzero(Y_.sum(0))
-    integral = form != "float labels" or (np.isfinite(y_).all() and (y_ == np.round(y_)).all())
+    integral = form != "float labels" or (np.isfinite(y_).all() and (y_ == np.round(y_)).all()
+                                          and (np.abs(y_) < 2**52).all())
     valid = (rows == n and integral and len(classes_used) >= 2
              and (labels or (Y_.sum(1) > 0).all())
-             and not (form in ("matrix", "sparse", "frame") and c == 1))
+             and form != "one column" and not (form in ("matrix", "sparse", "frame") and c == 1))
     return y_, valid
 
 
-@settings(max_examples=80, deadline=None, derandomize=True,
+@settings(max_examples=150, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.data())
 def test_generated_inputs_fit_or_name_the_culprit(data):
-    X_, x_valid = data.draw(feature_matrices(), label="X")
-    y_, y_valid = data.draw(candidate_sets(len(X_)), label="y")
+    free = data.draw(st.sampled_from(["none", "X", "y", "both"]), label="degenerate")
+    X_, x_valid = data.draw(feature_matrices(clean=free in ("none", "y")), label="X")
+    y_, y_valid = data.draw(candidate_sets(len(X_), clean=free in ("none", "X")), label="y")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             clf = CCClassifier(max_epochs=1, batch_size=4, module__hidden_sizes=(4,),
                                random_state=0).fit(X_, y_)
+        except FloatingPointError as exc:  # finite but extreme features
+            assert x_valid and y_valid and "check the inputs" in str(exc), str(exc)
+            event("diverged")
+            return
         except (ValueError, TypeError) as exc:
             message = str(exc)
             words = (() if x_valid else _X_WORDS) + (() if y_valid else _Y_WORDS)

@@ -817,17 +817,23 @@ class AnnotatedImages:
 
     @property
     def candidates(self):
+        """The 0/1 candidate matrix, an ndarray of shape (n_samples, n_classes).
+
+        A deferred annotation runs on first access.
+        """
         if self._candidates is None:
             self._store(*self._annotate())
         return self._candidates
 
     @property
     def votes(self):
+        """The votes behind each set, shape (n_samples, n_voters), or None."""
         self.candidates  # noqa: B018 (runs a deferred annotation)
         return self._votes
 
     @property
     def classes(self):
+        """The class of each column of ``candidates``, shape (n_classes,)."""
         if self._classes is None:
             self.candidates  # noqa: B018
         return self._classes

@@ -32,6 +32,7 @@ def proden_loss(logits, weights):
     Parameters
     ----------
     logits : torch.Tensor of shape (n, C)
+        Network outputs before the softmax.
     weights : torch.Tensor of shape (n, C)
         Per-sample label weights, on the simplex and zero outside the
         candidate set.
@@ -64,6 +65,7 @@ def cc_loss(logits, Y):
     Parameters
     ----------
     logits : torch.Tensor of shape (n, C)
+        Network outputs before the softmax.
     Y : torch.Tensor of shape (n, C)
         0/1 candidate matrix; every row non-empty.
 
@@ -384,7 +386,7 @@ class PRODENClassifier(_OneNetworkClassifier):
 
     See Also
     --------
-    CCClassifier : the classifier-consistent loss, without label weights.
+    CCClassifier : The classifier-consistent loss, without label weights.
     CoRegClassifier : Co-Reg, for noisy partial labels.
 
     Examples
@@ -564,7 +566,7 @@ class CCClassifier(_OneNetworkClassifier):
 
     See Also
     --------
-    PRODENClassifier : progressive identification with label weights.
+    PRODENClassifier : Progressive identification with label weights.
     CoRegClassifier : Co-Reg, for noisy partial labels.
 
     Examples

@@ -206,6 +206,7 @@ def votes_to_candidates(votes, classes=None):
         ``Y[i, j] == 1`` when some annotator voted ``classes[j]`` for sample
         ``i``.
     classes : ndarray of shape (n_classes,)
+        The class of each column.
 
     Raises
     ------
@@ -410,8 +411,8 @@ class AnnotatorPanel(ClassifierMixin, BaseEstimator):
 
     See Also
     --------
-    make_annotator_partial_labels : fit a panel and annotate a training set.
-    votes_to_candidates : votes to candidate sets.
+    make_annotator_partial_labels : Fit a panel and annotate a training set.
+    votes_to_candidates : Turn votes into candidate sets.
 
     Examples
     --------
@@ -463,7 +464,8 @@ class AnnotatorPanel(ClassifierMixin, BaseEstimator):
 
         Returns
         -------
-        self
+        self : AnnotatorPanel
+            The fitted panel.
         """
         X, y = validate_data(self, X, y)
         check_classification_targets(y)
@@ -508,6 +510,7 @@ class AnnotatorPanel(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples to annotate, with the pool's features.
 
         Returns
         -------
@@ -533,6 +536,7 @@ class AnnotatorPanel(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples to annotate, with the pool's features.
 
         Returns
         -------
@@ -548,6 +552,7 @@ class AnnotatorPanel(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples to annotate, with the pool's features.
 
         Returns
         -------
@@ -567,10 +572,12 @@ class AnnotatorPanel(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples to annotate, with the pool's features.
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
+            Majority-vote labels from ``classes_``.
         """
         votes = self.vote_indices(X)
         C, n = self.classes_.size, votes.shape[0]
@@ -602,8 +609,19 @@ def make_annotator_partial_labels(X, y, X_pool, y_pool, *, n_annotators=8, n_sho
     X_pool : array-like of shape (n_pool, n_features)
         Labelled pool the annotators learn from, disjoint from ``X``.
     y_pool : array-like of shape (n_pool,)
-    n_annotators, n_shots, feature_fraction, top_k, estimators, random_state
-        As in :class:`AnnotatorPanel`.
+        Labels of the pool; every class must appear.
+    n_annotators : int, default=8
+        Number of annotators, as in :class:`AnnotatorPanel`.
+    n_shots : int, default=5
+        Labelled examples per class each annotator learns from.
+    feature_fraction : float in (0, 1], default=0.5
+        Fraction of the features each annotator sees.
+    top_k : int, default=1
+        Votes per annotator.
+    estimators : list of scikit-learn classifiers or None, default=None
+        The annotators' models, as in :class:`AnnotatorPanel`.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the shots, the feature views and the models.
 
     Returns
     -------

@@ -15,6 +15,11 @@ import sys
 import warnings
 from pathlib import Path
 
+# The examples are small: one thread each is fastest and keeps CI predictable
+# (set before torch is imported); matplotlib draws without a display.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # the checkout, when it is not installed
@@ -105,11 +110,7 @@ sphinx_gallery_conf = {
     "remove_config_comments": True,
     "min_reported_time": 1,
 }
-# The examples are small: one thread each is fastest and keeps CI predictable.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 intersphinx_mapping = {}  # the build must work offline
 
-# Matplotlib's Agg backend: no display in CI.
-os.environ.setdefault("MPLBACKEND", "Agg")
 warnings.filterwarnings("ignore", message="Matplotlib is currently using agg")

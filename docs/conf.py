@@ -39,11 +39,13 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
     "numpydoc",
+    "myst_parser",  # pages written in Markdown
     "sphinx_gallery.gen_gallery",
     "matplotlib.sphinxext.plot_directive",
 ]
 
 templates_path = ["_templates"]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build", "examples", "auto_examples/*.ipynb", "auto_examples/*.py",
                     "auto_examples/*.zip", "auto_examples/*.json", "auto_examples/*.md5"]
 html_theme = "pydata_sphinx_theme"
@@ -60,7 +62,7 @@ autodoc_default_options = {"members": True, "inherited-members": True}
 def skip_member(app, what, name, obj, skip, options):
     """Document the members :func:`_api.is_documented_member` selects."""
     cls = _current_class.get("cls")
-    if what != "class" or skip or cls is None:
+    if what not in ("class", "exception") or skip or cls is None:
         return skip
     return None if is_documented_member(cls, name) else True
 
@@ -69,7 +71,7 @@ _current_class = {}
 
 
 def remember_class(app, what, name, obj, options, signature, return_annotation):
-    if what == "class":
+    if what in ("class", "exception"):
         _current_class["cls"] = obj
 
 

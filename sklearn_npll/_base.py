@@ -690,7 +690,8 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
 
         Returns
         -------
-        self
+        self : object
+            The fitted estimator.
 
         Notes
         -----
@@ -711,21 +712,25 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         return self._train(X, y, epochs=None)
 
     def partial_fit(self, X, y=None, classes=None):
-        """Train one more epoch, as skorch's ``partial_fit`` with
-        ``max_epochs=1``: the first call initialises, each call continues the
-        learning-rate schedule from the history's length (epochs after
-        ``max_epochs`` run at the schedule's final learning rate).
+        """Train one more epoch, as skorch's ``partial_fit`` with ``max_epochs=1``.
+
+        The first call initialises, each call continues the learning-rate
+        schedule from the history's length (epochs after ``max_epochs`` run
+        at the schedule's final learning rate).
 
         Parameters
         ----------
-        X, y : as in :meth:`fit`
-            The same training samples on every call.
-        classes : ignored
-            Present for scikit-learn's API; classes come from ``y``.
+        X : array-like, list of images or paths, torch Dataset, or AnnotatedImages
+            Training inputs, as in :meth:`fit`; the same samples on every call.
+        y : array-like of shape (n, C) or (n,), list of sets, or None
+            Candidate sets, as in :meth:`fit`.
+        classes : None
+            Ignored; present for scikit-learn's API (classes come from ``y``).
 
         Returns
         -------
-        self
+        self : object
+            The estimator, trained one epoch further.
         """
         if not self.initialized_:
             self._start_fit(X, y)
@@ -1103,7 +1108,8 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
 
         Parameters
         ----------
-        X : array-like or images, as in :meth:`fit`
+        X : array-like, list of images or paths, torch Dataset, or AnnotatedImages
+            Samples of the same kind as in :meth:`fit`.
 
         Returns
         -------
@@ -1118,11 +1124,13 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
 
         Parameters
         ----------
-        X : array-like or images, as in :meth:`fit`
+        X : array-like, list of images or paths, torch Dataset, or AnnotatedImages
+            Samples of the same kind as in :meth:`fit`.
 
         Returns
         -------
         labels : ndarray of shape (n_samples,)
+            One predicted class label per sample.
         """
         data = self._check_predict_X(X)
         return self.classes_[self._predict_indices(data)]
@@ -1136,14 +1144,18 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
 
         Parameters
         ----------
-        X : array-like, images or AnnotatedImages
+        X : array-like, list of images or paths, torch Dataset, or AnnotatedImages
+            Samples of the same kind as in :meth:`fit`.
         y : array-like of shape (n,) or (n, C), list of sets, or None
+            True labels (1-D) or candidate sets; None when ``X`` is the
+            annotator's output.
         sample_weight : array-like of shape (n,), default=None
             Used with 1-D labels.
 
         Returns
         -------
         score : float
+            Accuracy, or the fraction of predictions inside their candidate set.
         """
         if y is None:
             if not isinstance(X, AnnotatedImages):
@@ -1180,18 +1192,34 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
 
     def save_params(self, f_params=None, f_optimizer=None, f_criterion=None, f_history=None,
                     use_safetensors=False, f_fitted=None, **kwargs):
-        """skorch's ``save_params``, plus the fitted attributes that the
-        networks are built from.
+        """Save parameters as skorch's ``save_params``, plus the fitted attributes.
+
+        The fitted attributes are those the networks are built from, so that
+        :meth:`load_params` can restore into a fresh estimator.
 
         Parameters
         ----------
-        f_params, f_optimizer, f_criterion, f_history, use_safetensors, **kwargs
-            As in skorch: ``f_params`` saves ``module_``; save the other
-            modules with ``f_module2``, ``f_coreg_state``, ...
+        f_params : str, path-like or file, default=None
+            File for ``module_`` (network A); save the other modules with
+            ``f_module2``, ``f_coreg_state``, ... in ``**kwargs``.
+        f_optimizer : str, path-like or file, default=None
+            File for ``optimizer_``, as in skorch.
+        f_criterion : str, path-like or file, default=None
+            As in skorch (these estimators have no criterion module).
+        f_history : str, path-like or file, default=None
+            JSON file for the history, as in skorch.
+        use_safetensors : bool, default=False
+            Save with safetensors instead of pickle, as in skorch.
         f_fitted : str or path-like, default=None
             A JSON file for the classes, input shape, normalisation and
-            number of training samples, so that :meth:`load_params` can
-            restore into a fresh (unfitted) estimator.
+            number of training samples.
+        **kwargs
+            ``f_<module or optimizer name>`` for the other components.
+
+        Returns
+        -------
+        None
+            The files are written.
         """
         if f_fitted is not None:
             meta = {name: _to_json(getattr(self, name)) for name in self._fitted_meta
@@ -1204,19 +1232,39 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
 
     def load_params(self, f_params=None, f_optimizer=None, f_criterion=None, f_history=None,
                     checkpoint=None, use_safetensors=False, f_fitted=None, **kwargs):
-        """skorch's ``load_params``, on the device this estimator resolved
-        (``device="auto"`` is not a torch device).
+        """Load parameters as skorch's ``load_params``, on the resolved device.
+
+        ``device="auto"`` is not a torch device: the tensors go to the device
+        this estimator resolved.
 
         Parameters
         ----------
-        f_params, f_optimizer, f_criterion, f_history, checkpoint, use_safetensors, **kwargs
-            As in skorch; a ``TrainingCheckpoint`` as ``checkpoint`` loads
-            everything it saved, or raises.
+        f_params : str, path-like or file, default=None
+            File of ``module_`` (network A); load the other modules with
+            ``f_module2``, ``f_coreg_state``, ... in ``**kwargs``.
+        f_optimizer : str, path-like or file, default=None
+            File of ``optimizer_``, as in skorch.
+        f_criterion : str, path-like or file, default=None
+            As in skorch (these estimators have no criterion module).
+        f_history : str, path-like or file, default=None
+            JSON file of the history, as in skorch.
+        checkpoint : skorch Checkpoint, default=None
+            As in skorch; a ``TrainingCheckpoint`` loads everything it saved,
+            or raises.
+        use_safetensors : bool, default=False
+            Load safetensors files, as in skorch.
         f_fitted : str or path-like, default=None
             The file written by ``save_params(f_fitted=...)``. Needed to load
             into a fresh estimator: its networks and optimizer are then built
             from it before the weights are loaded. Load every network
             (``f_params``, ``f_module2``, ...) that predicts.
+        **kwargs
+            ``f_<module or optimizer name>`` for the other components.
+
+        Returns
+        -------
+        None
+            The parameters are loaded in place.
 
         Examples
         --------

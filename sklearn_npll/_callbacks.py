@@ -76,9 +76,10 @@ class CosineAnnealingToEnd(torch.optim.lr_scheduler.LRScheduler):
 
 
 class CosineLR(LRScheduler):
-    """The estimators' default learning-rate schedule: a skorch
-    ``LRScheduler`` running :class:`CosineAnnealingToEnd` over
-    ``net.cosine_epochs`` epochs (``net.max_epochs`` when None).
+    """The estimators' default learning-rate schedule, a skorch ``LRScheduler``.
+
+    It runs :class:`CosineAnnealingToEnd` over ``net.cosine_epochs`` epochs
+    (``net.max_epochs`` when None).
 
     The estimators have one optimizer (``optimizer_``) with one parameter
     group per network, so this schedule, like any skorch ``LRScheduler``
@@ -94,6 +95,17 @@ class CosineLR(LRScheduler):
         ``lr_min / lr``.
     event_name : str, default="lr"
         History key of the learning rate of each epoch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_npll import CCClassifier
+    >>> from sklearn_npll.callbacks import CosineLR
+    >>> X = np.random.RandomState(0).normal(size=(20, 3)).astype("float32")
+    >>> clf = CCClassifier(max_epochs=3, batch_size=8, lr=0.1, random_state=0,
+    ...                    callbacks=[("lr_schedule", CosineLR(min_factor=0.1))])
+    >>> [round(lr, 4) for lr in clf.fit(X, np.arange(20) % 2).history_[:, "lr"]]
+    [0.1, 0.0775, 0.0325]
     """
 
     def __init__(self, min_factor=1e-3, event_name="lr"):

@@ -145,7 +145,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         unchanged; in prompts, underscores read as spaces (``"maple_tree"``
         is prompted as ``"maple tree"``).
     model_name : str, default="ViT-B-32"
-        open_clip architecture (see ``open_clip.list_models()``), or a
+        The open_clip architecture (see ``open_clip.list_models()``), or a
         ``"hf-hub:org/repo"`` / ``"local-dir:/path"`` reference.
     pretrained : str or os.PathLike, default="openai"
         Weights: an open_clip tag (``open_clip.list_pretrained()``), the path
@@ -199,22 +199,6 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
     verbose : bool or int, default=False
         Print what is loaded and show progress bars over the prompts and the
         images.
-    precision : {"auto", "fp32", "fp16", "bf16"}, default="auto"
-        Compute precision of both towers. ``"auto"``: fp16 autocast on CUDA,
-        fp32 elsewhere. ``"fp16"`` / ``"bf16"`` run the model under
-        ``torch.autocast`` with that type; ``"fp32"`` runs in float32 and
-        converts a model created at a lower precision (open_clip's
-        ``precision="bf16"``, for instance) to float32 at ``fit``. Embeddings
-        of different precisions are cached apart.
-    hub_timeout : float, default=60.0
-        Seconds ``fit`` may spend downloading what is not cached (weights,
-        configs, tokenizers) before it raises an ``OSError``; a download
-        still running then is left to finish in a background thread.
-    preprocess_key : str, default=None
-        A name for your own ``preprocess`` callable, to change whenever its
-        behaviour changes: it then identifies the preprocessing in the disk
-        cache. open_clip and torchvision transforms are identified by their
-        parameters and need none.
     model : torch.nn.Module, default=None
         A ready model with ``encode_image`` and ``encode_text`` (an open_clip
         model, for instance); ``model_name`` and ``pretrained`` are then not
@@ -231,6 +215,22 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
     synonyms : dict of str to list of str, default=None
         Extra names per class (``{"car": ["automobile"]}``). The text
         embeddings of a class's names are averaged for every template.
+    precision : {"auto", "fp32", "fp16", "bf16"}, default="auto"
+        Compute precision of both towers. ``"auto"``: fp16 autocast on CUDA,
+        fp32 elsewhere. ``"fp16"`` / ``"bf16"`` run the model under
+        ``torch.autocast`` with that type; ``"fp32"`` runs in float32 and
+        converts a model created at a lower precision (open_clip's
+        ``precision="bf16"``, for instance) to float32 at ``fit``. Embeddings
+        of different precisions are cached apart.
+    hub_timeout : float, default=60.0
+        Seconds ``fit`` may spend downloading what is not cached (weights,
+        configs, tokenizers) before it raises an ``OSError``; a download
+        still running then is left to finish in a background thread.
+    preprocess_key : str, default=None
+        A name for your own ``preprocess`` callable, to change whenever its
+        behaviour changes: it then identifies the preprocessing in the disk
+        cache. open_clip and torchvision transforms are identified by their
+        parameters and need none.
 
     Attributes
     ----------
@@ -901,6 +901,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         Parameters
         ----------
         X : array-like, list of PIL images, list of paths or Dataset
+            Images, as for :meth:`annotate`.
         y : array-like of shape (n_samples,), default=None
             True labels, when known: only used for ``candidate_stats_``
             (coverage and noise rate).
@@ -908,6 +909,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         Returns
         -------
         annotated : AnnotatedImages
+            The images with their candidate sets, already computed.
         """
         self.fit(X)
         images = X.images if isinstance(X, AnnotatedImages) else X

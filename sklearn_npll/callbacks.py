@@ -26,8 +26,17 @@ _TEMPORARY = re.compile(r"^\.epoch-\d+-[0-9a-f]{8}\.tmp$")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed: missing, damaged or written for
-    another estimator or data set. The message names what is wrong."""
+    """A checkpoint that cannot be resumed.
+
+    It is missing, damaged, or written for another estimator or data set; the
+    message names what is wrong.
+
+    Examples
+    --------
+    >>> from sklearn_npll.callbacks import CheckpointError
+    >>> issubclass(CheckpointError, ValueError)
+    True
+    """
 
 
 def _json_default(value):
@@ -72,8 +81,9 @@ def _sync_folder(path):
 
 
 class TrainingCheckpoint(Checkpoint):
-    """A skorch ``Checkpoint`` that saves everything a resumed fit needs,
-    atomically, and refuses to resume from anything incomplete.
+    """A skorch ``Checkpoint`` that saves everything a resumed fit needs.
+
+    It saves atomically, and refuses to resume from anything incomplete.
 
     Each save writes every registered module (``module_``, ``module2_``, the
     estimator's state such as Co-Reg's ``coreg_state_``), every optimizer,
@@ -192,6 +202,11 @@ class TrainingCheckpoint(Checkpoint):
     def read(self, net):
         """Read and check the checkpoint for ``net``.
 
+        Parameters
+        ----------
+        net : PartialLabelNet
+            The estimator the checkpoint must match.
+
         Returns
         -------
         contents : dict or None
@@ -273,12 +288,15 @@ class TrainingCheckpoint(Checkpoint):
         return {"epoch": epoch, "states": states, "history": history}
 
     def restore(self, net, modules_only=False):
-        """Load the checkpoint into the initialised ``net`` (what skorch's
-        ``LoadInitState`` calls, through ``net.load_params``).
+        """Load the checkpoint into the initialised ``net``.
+
+        This is what skorch's ``LoadInitState`` calls, through
+        ``net.load_params``.
 
         Parameters
         ----------
         net : PartialLabelNet
+            The initialised estimator to load into.
         modules_only : bool, default=False
             Load only the networks and states, not the optimizers, history
             and random states.

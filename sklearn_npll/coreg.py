@@ -408,8 +408,7 @@ class CoRegClassifier(PartialLabelNet):
         return prepared
 
     def fit(self, X, y=None, verified=None):
-        """Fit both networks from candidate sets, optionally with a few
-        verified labels.
+        """Fit both networks from candidate sets, optionally with verified labels.
 
         Parameters
         ----------
@@ -429,7 +428,8 @@ class CoRegClassifier(PartialLabelNet):
 
         Returns
         -------
-        self
+        self : CoRegClassifier
+            The fitted estimator.
         """
         self._verified_arg = verified
         try:

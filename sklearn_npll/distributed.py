@@ -57,9 +57,11 @@ class RayShared:
 
 @contextmanager
 def cluster_backend(engine, *, scatter=()):
-    """Run joblib-parallel work (``GridSearchCV(n_jobs=-1)``, ``cross_validate``,
-    :func:`annotate_sharded`) on a Dask or Ray cluster, with the given data
-    shipped to the workers once rather than with every task.
+    """Run joblib-parallel work on a Dask or Ray cluster, shipping data once.
+
+    The work is what joblib runs in parallel (``GridSearchCV(n_jobs=-1)``,
+    ``cross_validate``, :func:`annotate_sharded`); the given data go to the
+    workers once rather than with every task.
 
     Parameters
     ----------

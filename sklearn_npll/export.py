@@ -32,6 +32,17 @@ class PredictionModule(nn.Module):
         Per-channel (images) or per-feature statistics.
     image_input : bool
         Whether inputs are ``(B, C, H, W)`` images (statistics per channel).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from sklearn_npll.export import PredictionModule
+    >>> module = PredictionModule([nn.Linear(3, 2)], mean=[0, 0, 0], std=[1, 1, 1],
+    ...                           image_input=False)
+    >>> logits, proba = module(torch.zeros(4, 3))
+    >>> tuple(proba.shape)
+    (4, 2)
     """
 
     def __init__(self, networks, mean, std, image_input):
@@ -48,17 +59,31 @@ class PredictionModule(nn.Module):
 
 
 def prediction_module(estimator):
-    """The prediction path of a fitted estimator as a CPU ``nn.Module`` in
-    eval mode (a copy: the estimator is left as it is).
+    """The prediction path of a fitted estimator as a CPU ``nn.Module``.
+
+    The module is a copy in eval mode: the estimator is left as it is.
 
     Parameters
     ----------
     estimator : fitted CoRegClassifier, PRODENClassifier or CCClassifier
+        The estimator whose inference networks are copied.
 
     Returns
     -------
     module : PredictionModule
         ``module(x)`` returns ``(logits, probabilities)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_npll import CCClassifier
+    >>> X = np.random.RandomState(0).normal(size=(20, 3)).astype("float32")
+    >>> clf = CCClassifier(max_epochs=1, batch_size=8, random_state=0).fit(X, np.arange(20) % 2)
+    >>> import torch
+    >>> from sklearn_npll.export import prediction_module
+    >>> logits, proba = prediction_module(clf)(torch.from_numpy(X[:4]))
+    >>> tuple(proba.shape)
+    (4, 2)
     """
     import copy
 
@@ -87,12 +112,16 @@ def to_onnx(estimator, path, opset_version=17):
     Parameters
     ----------
     estimator : fitted estimator
+        A fitted CoRegClassifier, PRODENClassifier or CCClassifier.
     path : str or path-like
+        The ONNX file to write.
     opset_version : int, default=17
+        ONNX operator set of the exported graph.
 
     Returns
     -------
     path : str or path-like
+        ``path``, as given.
 
     Examples
     --------
@@ -120,17 +149,27 @@ def to_onnx(estimator, path, opset_version=17):
 
 
 def to_torch_export(estimator, path):
-    """Write the prediction path as a ``torch.export`` program (``.pt2``),
-    with the class names as the extra file ``classes.json``.
+    """Write the prediction path as a ``torch.export`` program (``.pt2``).
+
+    The class names travel as the program's extra file ``classes.json``.
 
     Parameters
     ----------
     estimator : fitted estimator
+        A fitted CoRegClassifier, PRODENClassifier or CCClassifier.
     path : str or path-like
+        The ``.pt2`` file to write.
 
     Returns
     -------
     path : str or path-like
+        ``path``, as given.
+
+    Examples
+    --------
+    >>> to_torch_export(clf, "model.pt2")                        # doctest: +SKIP
+    >>> module, classes = load_torch_export("model.pt2")         # doctest: +SKIP
+    >>> logits, proba = module(images)                           # doctest: +SKIP
     """
     module = prediction_module(estimator)
     batch = torch.export.Dim("batch", min=1)
@@ -143,11 +182,22 @@ def to_torch_export(estimator, path):
 def load_torch_export(path):
     """Load what :func:`to_torch_export` wrote.
 
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.pt2`` file.
+
     Returns
     -------
     module : callable
         ``module(x)`` returns ``(logits, probabilities)``.
     classes : ndarray
+        The class names, one per column of the outputs.
+
+    Examples
+    --------
+    >>> module, classes = load_torch_export("model.pt2")         # doctest: +SKIP
+    >>> classes[module(images)[1].argmax(1)]                     # doctest: +SKIP
     """
     extra = {"classes.json": ""}
     program = torch.export.load(str(path), extra_files=extra)

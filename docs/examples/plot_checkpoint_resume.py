@@ -9,7 +9,9 @@ momentum encoders, queues and prediction memories), Co-Reg's shared state
 (prototypes, division loss histories), both optimizers and the history.
 Given to skorch's ``LoadInitState``, the same callback restores it all at the
 start of the next ``fit``, which then continues the schedule from the last
-saved epoch up to ``max_epochs``.
+saved epoch up to ``max_epochs``. With the same ``random_state``, the
+resumed fit takes the same steps as one that was never interrupted (the
+random generator states are in the checkpoint too).
 
 .. note::
    Tiny settings (500 digits as feature vectors, 12 epochs) so that the
@@ -39,12 +41,27 @@ params = dict(warmup_epochs=4, start_contrastive=1, batch_size=64, queue_size=51
               random_state=0)
 
 # %%
-# A run that stops after 6 of its 12 epochs (as if the machine went down),
-# then a new estimator that picks it up from the checkpoint folder.
+# A 12-epoch run that stops after 6 epochs (as if the machine went down: a
+# callback interrupts it), then a new estimator that picks it up from the
+# checkpoint folder.
+from skorch.callbacks import Callback
+
+
+class StopAfter(Callback):
+    def __init__(self, epochs):
+        self.epochs = epochs
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == self.epochs:
+            raise KeyboardInterrupt
+
+
 folder = tempfile.mkdtemp()
 checkpoint = TrainingCheckpoint(dirname=folder)
-first = CoRegClassifier(max_epochs=6, callbacks=[("checkpoint", checkpoint)], **params)
+first = CoRegClassifier(max_epochs=12, callbacks=[
+    ("checkpoint", checkpoint), ("crash", StopAfter(6))], **params)
 first.fit(X, Y)
+print("epochs before the interruption:", len(first.history_))
 
 resumed = CoRegClassifier(max_epochs=12, callbacks=[
     ("checkpoint", checkpoint), ("resume", LoadInitState(checkpoint))], **params)
@@ -56,13 +73,14 @@ print("epochs in the resumed history:", len(resumed.history_))
 straight = CoRegClassifier(max_epochs=12, **params).fit(X, Y)
 print(f"test accuracy: resumed {resumed.score(X_test, y_test):.3f}, "
       f"uninterrupted {straight.score(X_test, y_test):.3f}")
-print(f"the two agree on {np.mean(resumed.predict(X_test) == straight.predict(X_test)):.1%} "
-      "of the test predictions")
+agree = np.mean(resumed.predict(X_test) == straight.predict(X_test))
+print(f"the two agree on {agree:.1%} of the test predictions")
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
 epochs = np.arange(1, 13)
 ax.plot(epochs, straight.history_[:, "train_loss"], "o-", label="uninterrupted")
-ax.plot(epochs, resumed.history_[:, "train_loss"], "x--", label="stopped at 6, resumed")
+ax.plot(epochs, resumed.history_[:, "train_loss"], "x--", ms=9,
+        label="stopped after 6, resumed")
 ax.axvline(6.5, color="grey", ls=":")
 ax.set(xlabel="epoch", ylabel="training loss")
 ax.legend()

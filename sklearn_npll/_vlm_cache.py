@@ -9,8 +9,9 @@
 - :class:`DiskCache`: embeddings on disk, shard files that are checked when
   read (unreadable, non-finite or of another width: skipped with a warning
   naming the file, deleted, and their entries encoded again).
-- :data:`TEXT_CACHE`: prompt embeddings of this process, shared by every
-  annotator (clones in a grid search encode their prompts once).
+- :data:`TEXT_CACHE` and :func:`prompt_embeddings`: prompt embeddings of
+  this process, shared by every annotator (clones in a grid search encode
+  their prompts once), backed by the disk cache.
 """
 
 import hashlib
@@ -283,3 +284,51 @@ class DiskCache:
         self._seen.add(name)
         for key in keys.tolist():
             self._index.setdefault(key, str(path))
+
+
+def prompt_embeddings(prompts, encode, key=None, identity=None, root=None, batch_size=256,
+                      verbose=False):
+    """Normalised embedding of every prompt, as a dict, through the text caches.
+
+    Prompts are taken from :data:`TEXT_CACHE` under ``key``, then from the
+    disk cache in the folder ``root`` (when not None); the rest are encoded
+    by ``encode`` (list of prompts -> normalised numpy embeddings) in batches
+    of ``batch_size``, with a progress bar when ``verbose``, and stored in
+    both. ``key`` None (a text side without identity) caches nothing.
+    """
+    from tqdm.auto import tqdm
+
+    unique = list(dict.fromkeys(prompts))
+    found = {}
+    disk = None
+    if key is not None:
+        for p in unique:
+            vec = TEXT_CACHE.get(key, p)
+            if vec is not None:
+                found[p] = vec
+        if root is not None and len(found) < len(unique):
+            disk = DiskCache(root, identity, width=None)
+            disk.refresh()
+            shard = {}
+            from_disk = []
+            for p in unique:
+                if p not in found:
+                    vec = disk.lookup(prompt_key(p), shard)
+                    if vec is not None:
+                        found[p] = vec
+                        from_disk.append(p)
+            TEXT_CACHE.put(key, from_disk, [found[p] for p in from_disk])
+    missing = [p for p in unique if p not in found]
+    if missing:
+        with tqdm(total=len(missing), unit="prompt", desc="Encoding prompts",
+                  disable=not verbose) as bar:
+            for start in range(0, len(missing), batch_size):
+                chunk = missing[start : start + batch_size]
+                vecs = encode(chunk)
+                found.update(zip(chunk, vecs))
+                if disk is not None:
+                    disk.add([prompt_key(p) for p in chunk], vecs)
+                bar.update(len(chunk))
+        if key is not None:
+            TEXT_CACHE.put(key, missing, [found[p] for p in missing])
+    return found

@@ -1,14 +1,17 @@
-"""Reading the annotator's images: content keys first, decoding only on a cache miss.
+"""The annotator's image pipeline: content keys first, decoding only on a cache miss.
 
 Every image gets a content key before anything expensive happens: the digest
 of a file's bytes for file paths (so a cached re-run reads and hashes the
 files but never decodes them), the digest of the RGB pixels and shape for
-arrays and PIL images. Only the cache misses are decoded and preprocessed.
+arrays and PIL images. Only the cache misses are decoded and preprocessed
+(:func:`embed_images`, which also overlaps preprocessing with encoding).
 """
 
+import collections
 import hashlib
 import io
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -32,6 +35,16 @@ def pixels_key(img):
 def file_key(data):
     """Content key of an image file: digest of its bytes."""
     return _digest(b"file:", data)
+
+
+class _Done:
+    """A finished computation with the interface of a future."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
 
 
 def _is_pil(obj):
@@ -141,3 +154,106 @@ def to_pil(payload):
     from PIL import Image
 
     return Image.fromarray(payload)
+
+
+def embed_images(source, encode, preprocess, memory, disk=None, batch_size=256, workers=1,
+                 verbose=False):
+    """Normalised embeddings ``(n, dim)`` float32 of an :class:`ImageSource`, through caches.
+
+    Images are keyed (files by their bytes, arrays by their pixels) and
+    looked up chunk by chunk in ``memory`` (a dict, filled with what is
+    encoded) and ``disk`` (a :class:`~sklearn_npll._vlm_cache.DiskCache` or
+    None); only the misses are decoded and preprocessed, by ``workers``
+    threads, and encoded in full batches of ``batch_size`` by ``encode``
+    (float batch -> normalised numpy embeddings) in one model thread, so
+    preprocessing the next chunk overlaps with encoding. Duplicates are
+    encoded once.
+    """
+    from tqdm.auto import tqdm
+
+    n = len(source)
+    out = None
+    pending = {}  # key -> [preprocessed tensor, indices], not yet encoded
+    waiting = {}  # key -> indices, in a batch being encoded
+    inflight = collections.deque()  # (keys, future)
+
+    def store(i, vec):
+        nonlocal out
+        if out is None:
+            out = np.empty((n, vec.shape[0]), dtype=np.float32)
+        out[i] = vec
+
+    def finish():
+        keys, future = inflight.popleft()
+        feats = np.ascontiguousarray(future.result(), dtype=np.float32)
+        if disk is not None:
+            disk.add(keys, feats)
+        for key, vec in zip(keys, feats):
+            memory[key] = vec
+            for i in waiting.pop(key):
+                store(i, vec)
+
+    def submit():
+        keys = list(pending)[:batch_size]
+        batch = torch.stack([pending[k][0] for k in keys]).float()
+        for key in keys:
+            waiting[key] = pending.pop(key)[1]
+        if model_thread is None:
+            inflight.append((keys, _Done(encode(batch))))
+        else:
+            inflight.append((keys, model_thread.submit(encode, batch)))
+        while len(inflight) > 1:  # the previous batch; this one keeps running
+            finish()
+
+    def prepare(payload):
+        return preprocess(to_pil(payload))
+
+    executor = ThreadPoolExecutor(workers) if workers > 1 else None
+    model_thread = ThreadPoolExecutor(1) if workers > 1 else None
+
+    def mapper(fn, items):
+        """``map`` over a few contiguous parts in the pool (one task per part)."""
+        items = list(items)
+        if executor is None or len(items) < 2:
+            return [fn(x) for x in items]
+        size = -(-len(items) // workers)
+        parts = [items[i : i + size] for i in range(0, len(items), size)]
+        done = executor.map(lambda part: [fn(x) for x in part], parts)
+        return [y for part in done for y in part]
+
+    try:
+        with tqdm(total=n, unit="img", desc="Annotating", disable=not verbose) as bar:
+            for start in range(0, n, batch_size):
+                stop = min(n, start + batch_size)
+                misses = []
+                for offset, (key, payload) in enumerate(source.chunk(start, stop, mapper)):
+                    i = start + offset
+                    vec = memory.get(key)
+                    if vec is None and disk is not None:
+                        vec = disk.lookup(key, memory)
+                    if vec is not None:
+                        store(i, vec)
+                    elif key in waiting:
+                        waiting[key].append(i)
+                    elif key in pending:
+                        pending[key][1].append(i)
+                    else:
+                        pending[key] = [None, [i]]
+                        misses.append((key, payload))
+                tensors = mapper(prepare, [payload for _, payload in misses])
+                for (key, _), tensor in zip(misses, tensors):
+                    pending[key][0] = tensor
+                del misses
+                while len(pending) >= batch_size:
+                    submit()
+                bar.update(stop - start)
+            while pending:
+                submit()
+            while inflight:
+                finish()
+    finally:
+        for pool in (executor, model_thread):
+            if pool is not None:
+                pool.shutdown()
+    return out
+

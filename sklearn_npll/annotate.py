@@ -18,19 +18,18 @@ How a set is made, for class names ``n_1..n_C`` and templates ``T_1..T_d``:
   is at least ``ratio`` times the top-1 probability.
 
 The parts live in their own modules: ``_vlm_hub`` (loading models, offline
-handling), ``_vlm_images`` (reading and keying images), ``_vlm_cache``
-(model and preprocessing identities, the embedding caches), ``_templates``
-and ``_vlm_report``; this module holds the estimator.
+handling), ``_vlm_images`` (reading and keying images, the batched
+embedding pipeline), ``_vlm_cache`` (model, preprocessing and tokenizer
+identities, the image and prompt embedding caches), ``_templates`` and
+``_vlm_report``; this module holds the estimator.
 """
 
-import collections
 import contextlib
 import io
 import os
 import re
 import sys
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -51,16 +50,15 @@ from ._templates import (
     template_label,
 )
 from ._vlm_cache import (
-    TEXT_CACHE,
     DiskCache,
     key_of,
     model_digests,
-    prompt_key,
+    prompt_embeddings,
     tokenizer_key,
     transform_key,
 )
-from ._vlm_hub import load_open_clip, looks_like_path
-from ._vlm_images import ImageSource, to_pil
+from ._vlm_hub import load_open_clip
+from ._vlm_images import ImageSource, embed_images
 from ._vlm_report import annotation_report
 from .datasets import candidate_stats
 
@@ -69,16 +67,6 @@ __all__ = ["VLMPartialAnnotator", "SMALL_TEMPLATES", "TEMPLATE_SETS"]
 # Upper bound on the elements of one (rows, templates, classes) score block.
 _SCORE_BLOCK = 1 << 22
 _LOW_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class _Done:
-    """A finished computation with the interface of a future."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def result(self):
-        return self.value
 
 
 def _resolve_device(device):
@@ -572,8 +560,6 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
 
     def _encode_prompts(self, prompt_names, templates, synonyms, names, device):
         """``(n_templates, n_classes, dim)`` prompt embeddings, through the caches."""
-        from tqdm.auto import tqdm
-
         prompts, owner = [], []
         for ti, template in enumerate(templates):
             for ci, (name, shown) in enumerate(zip(names, prompt_names)):
@@ -586,44 +572,19 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
                         )
                     prompts.append(text)
                     owner.append(ti * len(names) + ci)
-        unique = list(dict.fromkeys(prompts))
         key = None if self._text_identity is None else key_of(self._text_identity)
-        found = {}
-        disk = None
-        if key is not None:
-            for p in unique:
-                vec = TEXT_CACHE.get(key, p)
-                if vec is not None:
-                    found[p] = vec
-            if self.cache_dir is not None and len(found) < len(unique):
-                root = Path(self.cache_dir) / f"text-{self._slug()}-{key[:16]}"
-                disk = DiskCache(root, self._text_identity, width=None)
-                disk.refresh()
-                shard = {}
-                for p in unique:
-                    if p not in found:
-                        vec = disk.lookup(prompt_key(p), shard)
-                        if vec is not None:
-                            found[p] = vec
-                TEXT_CACHE.put(key, list(found), [found[p] for p in found])
-        missing = [p for p in unique if p not in found]
-        if missing:
-            batches = range(0, len(missing), self.batch_size)
-            with torch.inference_mode(), self._compute(device), tqdm(
-                total=len(missing), unit="prompt", desc="Encoding prompts",
-                disable=not self.verbose,
-            ) as bar:
-                for start in batches:
-                    chunk = missing[start : start + self.batch_size]
-                    tokens = torch.as_tensor(self.tokenizer_(chunk)).to(device)
-                    out = self.model_.encode_text(tokens)
-                    vecs = torch.nn.functional.normalize(out.float(), dim=-1).cpu().numpy()
-                    found.update(zip(chunk, vecs))
-                    if disk is not None:
-                        disk.add([prompt_key(p) for p in chunk], vecs)
-                    bar.update(len(chunk))
-            if key is not None:
-                TEXT_CACHE.put(key, missing, [found[p] for p in missing])
+        root = None
+        if key is not None and self.cache_dir is not None:
+            root = Path(self.cache_dir) / f"text-{self._slug()}-{key[:16]}"
+
+        def encode(chunk):
+            tokens = torch.as_tensor(self.tokenizer_(chunk)).to(device)
+            with torch.inference_mode(), self._compute(device):
+                out = self.model_.encode_text(tokens)
+            return torch.nn.functional.normalize(out.float(), dim=-1).cpu().numpy()
+
+        found = prompt_embeddings(prompts, encode, key=key, identity=self._text_identity,
+                                  root=root, batch_size=self.batch_size, verbose=self.verbose)
         feats = torch.from_numpy(np.stack([found[p] for p in prompts]).astype(np.float32))
         owner = torch.as_tensor(owner)
         n_pairs = len(templates) * len(names)
@@ -677,112 +638,19 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         return self.n_jobs
 
     def _embed_images(self, X):
-        """Normalised image embeddings ``(n, embed_dim)`` float32, through the caches.
-
-        Images are keyed (files by their bytes, arrays by their pixels) and
-        looked up chunk by chunk; only the misses are decoded and
-        preprocessed, by a thread pool, and encoded in full batches by one
-        model thread, so preprocessing the next chunk overlaps with encoding.
-        """
-        from tqdm.auto import tqdm
-
+        """Normalised image embeddings ``(n, embed_dim)`` float32, through the caches."""
         source = ImageSource(X)
-        n = len(source)
         device = self._ensure_model()
-        memory = self._memory_cache
-        disk = self._disk_cache()
-        preprocess = self.preprocess_
-        batch_size = self.batch_size
-        out = None
-        pending = {}  # key -> [preprocessed tensor, indices], not yet encoded
-        waiting = {}  # key -> indices, in a batch being encoded
-        inflight = collections.deque()  # (keys, future)
-
-        def store(i, vec):
-            nonlocal out
-            if out is None:
-                out = np.empty((n, vec.shape[0]), dtype=np.float32)
-            out[i] = vec
 
         def encode(batch):
             with torch.inference_mode(), self._compute(device):
                 feats = self.model_.encode_image(batch.to(device))
                 return torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
 
-        def finish():
-            keys, future = inflight.popleft()
-            feats = np.ascontiguousarray(future.result(), dtype=np.float32)
-            if disk is not None:
-                disk.add(keys, feats)
-            for key, vec in zip(keys, feats):
-                memory[key] = vec
-                for i in waiting.pop(key):
-                    store(i, vec)
-
-        def submit():
-            keys = list(pending)[:batch_size]
-            batch = torch.stack([pending[k][0] for k in keys]).float()
-            for key in keys:
-                waiting[key] = pending.pop(key)[1]
-            if model_thread is None:
-                inflight.append((keys, _Done(encode(batch))))
-            else:
-                inflight.append((keys, model_thread.submit(encode, batch)))
-            while len(inflight) > 1:  # the previous batch; this one keeps running
-                finish()
-
-        def prepare(payload):
-            return preprocess(to_pil(payload))
-
-        workers = self._n_workers()
-        executor = ThreadPoolExecutor(workers) if workers > 1 else None
-        model_thread = ThreadPoolExecutor(1) if workers > 1 else None
-
-        def mapper(fn, items):
-            """``map`` over a few contiguous parts in the pool (one task per part)."""
-            items = list(items)
-            if executor is None or len(items) < 2:
-                return [fn(x) for x in items]
-            size = -(-len(items) // workers)
-            parts = [items[i : i + size] for i in range(0, len(items), size)]
-            done = executor.map(lambda part: [fn(x) for x in part], parts)
-            return [y for part in done for y in part]
-
-        try:
-            with tqdm(total=n, unit="img", desc="Annotating", disable=not self.verbose) as bar:
-                for start in range(0, n, batch_size):
-                    stop = min(n, start + batch_size)
-                    misses = []
-                    for offset, (key, payload) in enumerate(source.chunk(start, stop, mapper)):
-                        i = start + offset
-                        vec = memory.get(key)
-                        if vec is None and disk is not None:
-                            vec = disk.lookup(key, memory)
-                        if vec is not None:
-                            store(i, vec)
-                        elif key in waiting:
-                            waiting[key].append(i)
-                        elif key in pending:
-                            pending[key][1].append(i)
-                        else:
-                            pending[key] = [None, [i]]
-                            misses.append((key, payload))
-                    tensors = mapper(prepare, [payload for _, payload in misses])
-                    for (key, _), tensor in zip(misses, tensors):
-                        pending[key][0] = tensor
-                    del misses
-                    while len(pending) >= batch_size:
-                        submit()
-                    bar.update(stop - start)
-                while pending:
-                    submit()
-                while inflight:
-                    finish()
-        finally:
-            for pool in (executor, model_thread):
-                if pool is not None:
-                    pool.shutdown()
-        return out
+        return embed_images(
+            source, encode, self.preprocess_, self._memory_cache, disk=self._disk_cache(),
+            batch_size=self.batch_size, workers=self._n_workers(), verbose=self.verbose,
+        )
 
     def _text_on(self, device):
         cached = getattr(self, "_text_cache", None)

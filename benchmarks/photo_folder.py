@@ -192,6 +192,26 @@ def coreg(args):
                            num_workers=args.num_workers, random_state=0)
 
 
+def decode_only(args, paths, workdir):
+    from sklearn_npll._image_store import load_images
+
+    gc.collect()
+    before = rss()
+    with FileLog(workdir.name) as log, PeakMemory() as memory:
+        t = time.perf_counter()
+        data, _ = load_images(paths, args.image_size, num_workers=args.num_workers)
+        seconds = time.perf_counter() - t
+    decodes = [log.counts("decode").get(p, 0) for p in paths]
+    print(f"decode pass: {seconds:.2f} s for {len(paths)} files ({sum(decodes)} decodes, each "
+          f"file {min(decodes)}-{max(decodes)} times) into a "
+          f"{data.data.nelement() / 2**20:.1f} MiB uint8 store {tuple(data.data.shape)}; peak "
+          f"memory {memory.peak / 2**20:.0f} MiB (this process {memory.peak_main / 2**20:.0f} "
+          f"MiB + workers' unique memory) = before + {(memory.peak - before) / 2**20:.0f} MiB",
+          flush=True)
+    workdir.cleanup()
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n-images", type=int, default=2000)
@@ -204,6 +224,9 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--width", type=int, default=16, help="width of the SmallCNN backbone")
     p.add_argument("--num-workers", type=int, default=None, help="decode workers")
+    p.add_argument("--decode-only", action="store_true",
+                   help="only the decode pass (no annotation, no training), in this fresh "
+                        "process: seconds, decodes per file and peak memory")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--smoke", action="store_true",
                    help="seconds-long check: 40 photos of 300-1200 px, 2 epochs at 32 px")
@@ -230,6 +253,9 @@ def main(argv=None):
           f"{args.max_size} px, modes {'/'.join(MODES)}; generated in {gen_seconds:.1f} s",
           flush=True)
 
+    if args.decode_only:
+        return decode_only(args, paths, workdir)
+
     model_name, checkpoint = tiny_checkpoint(workdir.name)
     annotator = VLMPartialAnnotator(CLASSES, model_name=model_name, pretrained=checkpoint)
     t = time.perf_counter()
@@ -245,9 +271,10 @@ def main(argv=None):
 
     def timed_load(*a, **k):
         t0 = time.perf_counter()
-        data, size = load_images(*a, **k)
+        with PeakMemory() as decode_memory:
+            data, size = load_images(*a, **k)
         decode_seconds.append(time.perf_counter() - t0)
-        store["data"] = data
+        store["data"], store["decode_peak"] = data, decode_memory.peak
         return data, size
 
     gc.collect()
@@ -267,7 +294,9 @@ def main(argv=None):
     per_file = [decodes.get(p, 0) for p in paths]
     print(f"file fit: {fit_seconds:.1f} s; decode pass {decode_seconds[0]:.2f} s into a "
           f"{'memory-mapped' if data.on_disk else 'in-memory'} uint8 store of "
-          f"{store_mb:.1f} MiB {tuple(data.data.shape)}", flush=True)
+          f"{store_mb:.1f} MiB {tuple(data.data.shape)}; peak memory of the decode pass "
+          f"{store['decode_peak'] / 2**20:.0f} MiB = before the fit + "
+          f"{(store['decode_peak'] - before) / 2**20:.0f} MiB", flush=True)
     print(f"files decoded per fit: {sum(per_file)} decodes of {len(paths)} files (each file "
           f"{min(per_file)}-{max(per_file)} times); Image.open calls per file: "
           f"{min(opens.get(p, 0) for p in paths)}-{max(opens.get(p, 0) for p in paths)} "
@@ -299,6 +328,7 @@ def main(argv=None):
         decodes_per_file=[min(per_file), max(per_file)], total_decodes=sum(per_file),
         opens_per_file=[min(opens.get(p, 0) for p in paths), max(opens.get(p, 0) for p in paths)],
         decode_pass_seconds=decode_seconds[0], store_mib=store_mb,
+        decode_peak_mib=store["decode_peak"] / 2**20,
         peak_mib=memory.peak / 2**20, peak_main_mib=memory.peak_main / 2**20,
         before_fit_mib=before / 2**20, budget_mib=budget / 2**20,
         file_epoch_seconds=file_epochs, array_epoch_seconds=array_epochs,

@@ -795,6 +795,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         else:
             generator.manual_seed(self._fit_seed(f"torch{len(self.history)}"))
             rng.seed(self._fit_seed(f"numpy{len(self.history)}"))
+        _distributed.split_generator(self, generator)
         ctx = FitContext(data=data, Y=torch.as_tensor(Y, dtype=torch.float32, device=device),
                          device=device, generator=generator, rng=rng,
                          augmenters=self._augmenters())

@@ -3,8 +3,8 @@ nodes) with ``torch.distributed``, launched by ``torchrun``.
 
 Every rank runs the same fit with the same seed, so every random draw that
 decides *which* samples form a batch, the MixUp weights and the mixtures is
-the same on every rank; each rank computes its contiguous part of every
-batch. The hooks below keep the ranks' states equal with collectives:
+the same on every rank (numpy generator); each rank computes its contiguous
+part of every batch, with augmentations from its own torch stream. The hooks below keep the ranks' states equal with collectives:
 
 - gradients (and batch-norm running statistics) are averaged before every
   optimiser step, so every rank applies the same update;
@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["world", "local_rows", "local_batches", "gather", "average",
-           "average_gradients", "prepare_fit", "after_initialize"]
+           "average_gradients", "split_generator", "prepare_fit", "after_initialize"]
 
 
 def world(estimator=None):
@@ -133,6 +133,19 @@ def average_gradients(estimator, network, loss, n_samples):
         t.copy_(flat[offset:offset + t.numel()].view_as(t))
         offset += t.numel()
     return flat[-2].to(loss.device), total
+
+
+def split_generator(estimator, generator):
+    """Give each rank other than 0 its own stream of the torch generator
+    (augmentations, MixUp pairs), derived from the shared state and the rank,
+    so that ranks do not draw the same augmentation for the samples at the
+    same place of their parts. Rank 0 keeps the stream of a single process.
+    The numpy generator, which decides batches and mixtures, stays shared."""
+    size, rank = world(estimator)
+    if size == 1 or rank == 0:
+        return
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    generator.manual_seed((seed + rank) % 2**63)
 
 
 def prepare_fit(estimator):

@@ -32,7 +32,14 @@ class BatchSizes(Callback):
             self.sizes.add(len(batch[0]))
 
 
+FIRST_SEED = []
+
+
 def identity(image):
+    """The identity; records the seed of the first augmentation it serves
+    (the augmenter seeds torch's generator for each batch)."""
+    if not FIRST_SEED:
+        FIRST_SEED.append(torch.initial_seed())
     return image
 
 
@@ -76,7 +83,8 @@ def result(clf, X):
                for k in HISTORY_KEYS}
     return {"state": state(clf), "history": history, "proba": clf.predict_proba(X),
             "batch_sizes": sorted(dict(clf.callbacks_)["batch_sizes"].sizes),
-            "callbacks": [name for name, _ in clf.callbacks_]}
+            "callbacks": [name for name, _ in clf.callbacks_],
+            "first_augmentation_seed": FIRST_SEED[0]}
 
 
 def main(out, sync_bn):
@@ -86,6 +94,7 @@ def main(out, sync_bn):
         dist.init_process_group("gloo")
     rank = dist.get_rank() if distributed else 0
     X, Y = make_data()
+    FIRST_SEED.clear()
     # a checkpoint directory per rank, to see which ranks write
     clf = make_estimator(sync_bn, checkpoint_dir=f"{out}.checkpoint{rank}").fit(X, Y)
     torch.save(result(clf, X), f"{out}.rank{rank}.pt")

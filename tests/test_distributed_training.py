@@ -54,6 +54,11 @@ def test_two_gloo_processes_track_one_process(tmp_path):
     for key in _ddp_fit.HISTORY_KEYS:
         np.testing.assert_array_equal(ranks[0]["history"][key], ranks[1]["history"][key])
 
+    # Augmentations come from a random stream of each rank's own; rank 0
+    # keeps the one of a single process.
+    seeds = [run["first_augmentation_seed"] for run in (*ranks, one)]
+    assert seeds[0] != seeds[1] and seeds[0] == seeds[2]
+
     # Each rank computed half of every batch (the largest: warm-up batches
     # of 2 x 16 samples).
     assert max(one["batch_sizes"]) == 32

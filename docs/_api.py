@@ -62,7 +62,8 @@ IGNORED_CHECKS = {
 # Overrides of skorch's or scikit-learn's methods that users call themselves;
 # other overrides (skorch's initialize_*, callback hooks) are internals.
 USER_API = {"fit", "partial_fit", "predict", "predict_proba", "score",
-            "transform", "fit_transform", "load_params", "save_params"}
+            "transform", "fit_transform", "load_params", "save_params",
+            "trim_for_prediction"}
 
 
 def _is_ours(klass):

@@ -1343,9 +1343,16 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         return copied
 
     def trim_for_prediction(self):
-        """Drop the training-only state in place, as pickling does by
-        default (see ``keep_training_state``); the estimator still predicts
-        but cannot continue training. skorch's method of the same name."""
+        """Drop the training-only state in place, as pickling does by default.
+
+        See ``keep_training_state``: the estimator still predicts but cannot
+        continue training. This is skorch's method of the same name.
+
+        Returns
+        -------
+        self : object
+            The estimator, trimmed.
+        """
         self.check_is_fitted()
         vars(self).update(self._prediction_state())
         return self

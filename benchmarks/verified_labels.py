@@ -18,6 +18,7 @@ Examples
 
     python benchmarks/verified_labels.py --per-class 0 1 5 20 --seeds 0 1 2
     python benchmarks/verified_labels.py --per-class 5 20 --mark no --seeds 0
+    python benchmarks/verified_labels.py --per-class 0 --class-aware --seeds 0 1
     python benchmarks/verified_labels.py --smoke
 """
 
@@ -58,6 +59,8 @@ def main(argv=None):
     p.add_argument("--mark", choices=["yes", "no", "both"], default="yes",
                    help="mark the corrected samples as verified (yes), leave them "
                         "unmarked (no: the control), or fit both")
+    p.add_argument("--class-aware", action="store_true",
+                   help="fit with class_aware_division=True")
     p.add_argument("--out", type=Path, help="write the records as JSON here")
     p.add_argument("--smoke", action="store_true",
                    help="tiny run: 5 verified labels per class, 150 samples, 2 epochs")
@@ -84,10 +87,12 @@ def main(argv=None):
             marks = {"yes": [True], "no": [False], "both": [True, False]}[args.mark]
             for marked in (marks if k else [False]):
                 clf = CoRegClassifier(batch_size=cfg["batch_size"], lr=cfg["lr"], flip=False,
+                                      class_aware_division=args.class_aware,
                                       random_state=seed, device="cpu", **epochs)
                 t = time.perf_counter()
                 clf.fit(X, Y, verified=mask if (marked and k) else None)
                 r = {"per_class": k, "marked": bool(marked and k), "seed": seed,
+                     "class_aware_division": args.class_aware,
                      "test_accuracy": float(np.mean(clf.predict(Xt) == yt)),
                      "noise_rate": float(1 - Y[np.arange(len(y)), y].mean()),
                      "seconds": round(time.perf_counter() - t, 1)}

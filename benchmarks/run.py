@@ -68,6 +68,11 @@ if str(HERE) not in sys.path:
 
 from data import load_dataset, split_pool  # noqa: E402
 
+# Feature-vector data sets: images embedded once by a frozen ImageNet-pretrained
+# EfficientNet-Lite0 (benchmarks/embed.py, cached on disk); the estimators train
+# their default MLP head on the embeddings. name -> (image data set, resolution).
+EMBEDDED = {"fashion-mnist-lite0": ("fashion-mnist", 64)}
+
 METHODS = ["majority-vote", "cc", "proden", "coreg", "coreg-no-copl", "coreg-no-proto",
            "coreg-no-cont", "coreg-no-unlabeled", "supervised"]
 COREG_VARIANTS = {
@@ -102,6 +107,11 @@ CONFIGS = {
                               pool_size=300),
         "cifar10": dict(epochs=20, warmup=8, start_contrastive=2, batch_size=64, lr=0.05,
                         width=None, pad_to=None, n_train=1000, n_test=1000, pool_size=500),
+        # 21,000 training images (20,000 after the panel's pool of 1,000), all
+        # 10,000 test images, as 1,280-d embeddings at 64 px
+        "fashion-mnist-lite0": dict(epochs=12, warmup=6, start_contrastive=1, batch_size=256,
+                                    lr=0.05, width=None, pad_to=None, n_train=21000,
+                                    n_test=None, pool_size=1000),
     },
     "gpu": {
         "device": "cuda",
@@ -210,17 +220,41 @@ def pad_images(X, size):
     return np.pad(X, widths)
 
 
+@lru_cache(maxsize=4)
+def _embedded(dataset, data_dir, n_train, n_test):
+    from embed import embed_images
+
+    source, resolution = EMBEDDED[dataset]
+    X_train, y_train, X_test, y_test, names, meta = _load(source, data_dir, n_train, n_test,
+                                                          None)
+    E_train, E_test = embed_images(X_train, resolution), embed_images(X_test, resolution)
+    meta = {**meta, "name": dataset, "embedding": f"efficientnet-lite0 at {resolution} px",
+            "feature_dim": int(E_train.shape[1])}
+    return (E_train, E_test), (X_train, y_train, X_test, y_test, names, meta)
+
+
 def cell_data(cfg, cell):
-    """Train/test images and labels of a cell; for the panel protocol the
-    training set is what remains after carving out the annotators' pool."""
-    X_train, y_train, X_test, y_test, names, meta = _load(
-        cell["dataset"], cfg.get("data_dir"), cfg["n_train"], cfg["n_test"], cfg["pad_to"])
+    """Train/test inputs and labels of a cell; for the panel protocol the
+    training set is what remains after carving out the annotators' pool.
+
+    The last item holds the training and test images the annotator panel
+    sees: the images themselves, also for an embedded data set (the panel
+    votes on pixels, the estimators train on embeddings)."""
+    if cell["dataset"] in EMBEDDED:
+        (E_train, E_test), (X_train, y_train, X_test, y_test, names, meta) = _embedded(
+            cell["dataset"], cfg.get("data_dir"), cfg["n_train"], cfg["n_test"])
+    else:
+        X_train, y_train, X_test, y_test, names, meta = _load(
+            cell["dataset"], cfg.get("data_dir"), cfg["n_train"], cfg["n_test"], cfg["pad_to"])
+        E_train, E_test = X_train, X_test
     pool = None
     if cell["protocol"] == "panel":
+        # split_pool's rows depend only on the labels and the seed
+        E_train, _, _, _ = split_pool(E_train, y_train, cfg["pool_size"], random_state=0)
         X_train, y_train, X_pool, y_pool = split_pool(X_train, y_train, cfg["pool_size"],
                                                       random_state=0)
         pool = (X_pool, y_pool)
-    return X_train, y_train, X_test, y_test, names, meta, pool
+    return E_train, y_train, E_test, y_test, names, meta, pool, (X_train, X_test)
 
 
 def flat(X):
@@ -321,7 +355,10 @@ def build_estimator(method, cfg, seed, callbacks, verbose):
 def encoder_name(cfg, shape):
     from sklearn_npll._backbones import default_encoder
 
-    sample = (shape[2] if len(shape) == 3 else 1, shape[0], shape[1])
+    if len(shape) == 1:  # feature vectors
+        sample = tuple(shape)
+    else:
+        sample = (shape[2] if len(shape) == 3 else 1, shape[0], shape[1])
     cls, kwargs = default_encoder(sample)
     if cfg.get("width"):
         kwargs = {**kwargs, "width": cfg["width"]}
@@ -353,7 +390,7 @@ def run_cell(cell, cfg, out_dir, command, verbose=0):
     from sklearn_npll import candidate_stats
 
     t0 = time.perf_counter()
-    X_train, y_train, X_test, y_test, names, meta, pool = cell_data(cfg, cell)
+    X_train, y_train, X_test, y_test, names, meta, pool, pixels = cell_data(cfg, cell)
     method = cell["method"]
     record = {**cell, "config": {k: v for k, v in cfg.items() if k != "data_dir"},
               "dataset_meta": meta, "n_train": int(len(y_train)),
@@ -364,16 +401,17 @@ def run_cell(cell, cfg, out_dir, command, verbose=0):
         Y, panel = y_train, None
         record["candidates"] = {"mean_size": 1.0, "noise_rate": 0.0}
     else:
-        Y, panel = make_candidates(cell, y_train, X_train, pool, len(names))
+        Y, panel = make_candidates(cell, y_train, pixels[0], pool, len(names))
         stats = candidate_stats(Y, y_train)
         record["candidates"] = {"mean_size": stats["mean_size"],
                                 "noise_rate": stats["noise_rate"],
                                 "size_counts": stats["size_counts"]}
     if method == "majority-vote":
         t = time.perf_counter()
-        pred = panel.predict(flat(X_test))
+        pred = panel.predict(flat(pixels[1]))
         record["test_accuracy"] = float(np.mean(pred == y_test))
-        record["train_accuracy_of_vote"] = float(np.mean(panel.predict(flat(X_train)) == y_train))
+        record["train_accuracy_of_vote"] = float(np.mean(panel.predict(flat(pixels[0]))
+                                                         == y_train))
         record["fit_seconds"] = time.perf_counter() - t
     else:
         TestAccuracy, TrustedPrecision = _callbacks()
@@ -488,7 +526,8 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=sorted(SUITES),
                    help="run a predefined list of experiments (its --config is implied)")
-    p.add_argument("--dataset", choices=["digits", "fashion-mnist", "mnist", "cifar10"])
+    p.add_argument("--dataset", choices=["digits", "fashion-mnist", "mnist", "cifar10",
+                                         *EMBEDDED])
     p.add_argument("--protocol", choices=["synthetic", "panel"], default="synthetic")
     p.add_argument("--grid", help='synthetic settings "q:eta,q:eta"')
     p.add_argument("--panel", help='panel settings "annotators:shots:fraction:top_k,..."')

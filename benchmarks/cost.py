@@ -23,9 +23,22 @@ branch, prototypes, augmentation) to explain the ratio; timers are exclusive
 Results go to ``benchmarks/results/cost/<dataset>_<device>.json`` and all
 measured results are summarised in ``benchmarks/COST.md``.
 
+``--features`` measures the feature-vector path instead (precomputed
+embeddings and the default MLP head): whole fits of ``CoRegClassifier`` and
+``PRODENClassifier`` at equal epochs on ``--n-train`` Gaussian-class vectors
+of ``--dim`` dimensions, default parameters unless ``--warmup`` /
+``--start-contrastive`` are given, alternating PRODEN and Co-Reg fits in
+fresh processes ``--repeats`` times; the ratio of each pair and their
+median, per-epoch medians per phase, peak memory, test accuracy and a hash
+of the test predictions (to compare two versions of the code at the same
+seed). Results: ``benchmarks/results/cost/features/*.json`` and a section of
+``COST.md``.
+
 Example::
 
     python benchmarks/cost.py --dataset digits
+    python benchmarks/cost.py --features --n-train 10000 --dim 1280 --epochs 60
+    python benchmarks/cost.py --smoke
     python benchmarks/cost.py --dataset fashion-mnist --n-train 5000
     python benchmarks/cost.py --dataset cifar10 --data-dir DATA --device cuda
 """
@@ -334,10 +347,147 @@ def measure_coreg(args, profile=False):
     return out
 
 
+# ------------------------------------------------------- feature vectors
+def feature_data(n, dim, n_classes=10, seed=0):
+    """Gaussian-class vectors (a stand-in for embeddings): a training set of
+    ``n`` and a test set of ``n // 4``, with partial labels (q=0.1, eta=0.3)."""
+    from sklearn_npll import make_partial_labels
+
+    rng = np.random.RandomState(seed)
+    centers = rng.normal(0.0, 1.0, (n_classes, dim))
+    y = rng.randint(0, n_classes, n + n // 4)
+    # class separation chosen so that a 60-epoch fit is far from perfect
+    X = (0.1 * centers[y] + rng.normal(0.0, 1.0, (len(y), dim))).astype(np.float32)
+    Y = make_partial_labels(y[:n], 0.1, 0.3, n_classes=n_classes, random_state=seed)
+    return X[:n], Y, X[n:], y[n:]
+
+
+def measure_features(args):
+    import hashlib
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from sklearn_npll import CoRegClassifier, PRODENClassifier
+
+    X, Y, X_test, y_test = feature_data(args.n_train, args.dim)
+    kwargs = dict(max_epochs=args.epochs, random_state=0, device=args.device)
+    if args.child == "features-coreg":
+        extra = {}
+        if args.warmup is not None:
+            extra["warmup_epochs"] = args.warmup
+        if args.start_contrastive is not None:
+            extra["start_contrastive"] = args.start_contrastive
+        clf = CoRegClassifier(**kwargs, **extra)
+    else:
+        clf = PRODENClassifier(**kwargs)
+    rss = _rss_mb()
+    t = time.perf_counter()
+    clf.fit(X, Y)
+    seconds = time.perf_counter() - t
+    pred = clf.predict(X_test)
+    out = {"fit_seconds": seconds, "epoch_seconds": [float(d) for d in clf.history[:, "dur"]],
+           "test_accuracy": float(np.mean(pred == y_test)),
+           "prediction_sha1": hashlib.sha1(np.asarray(pred).tobytes()).hexdigest(),
+           **_peak(args.device, rss)}
+    if args.child == "features-coreg":
+        W = clf.warmup_epochs
+        S = W + clf.start_contrastive
+        out["phase_of_epoch"] = ["warm-up" if e < W else "co-reg, contrastive off" if e < S
+                                 else "co-reg, key branch only" if e == S
+                                 else "co-reg, contrastive on" for e in range(args.epochs)]
+        out["n_trusted"] = [[row.get("n_trusted_a"), row.get("n_trusted_b")]
+                            for row in clf.history]
+    return out
+
+
+def run_features(args, argv, in_process=False):
+    import platform
+
+    import torch
+
+    pairs = []
+    for r in range(args.repeats):
+        print(f"repeat {r + 1}/{args.repeats}: PRODEN ...", flush=True)
+        proden = _run_child("features-proden", argv, in_process)
+        print(f"  {proden['fit_seconds']:.1f} s; Co-Reg ...", flush=True)
+        coreg = _run_child("features-coreg", argv, in_process)
+        ratio = coreg["fit_seconds"] / proden["fit_seconds"]
+        print(f"  {coreg['fit_seconds']:.1f} s: {ratio:.1f}x", flush=True)
+        pairs.append({"proden": proden, "coreg": coreg, "ratio": ratio})
+    phases = pairs[0]["coreg"]["phase_of_epoch"]
+    proden_epoch = float(np.median([d for p in pairs for d in p["proden"]["epoch_seconds"]]))
+    per_phase = {}
+    for ph in dict.fromkeys(phases):
+        secs = [d for p in pairs for d, q in zip(p["coreg"]["epoch_seconds"], phases)
+                if q == ph]
+        per_phase[ph] = {"epochs": phases.count(ph), "median_seconds": float(np.median(secs)),
+                         "ratio_to_proden_epoch": float(np.median(secs)) / proden_epoch}
+    result = {
+        "args": {k: v for k, v in vars(args).items() if k not in ("child", "child_out")},
+        "command": "python benchmarks/cost.py " + " ".join(shlex.quote(a) for a in argv),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
+                   f"(shared), torch {torch.__version__}, {args.threads} torch thread(s), "
+                   f"load average at end {', '.join(f'{v:.1f}' for v in os.getloadavg())}",
+        "pairs": pairs, "median_ratio": float(np.median([p["ratio"] for p in pairs])),
+        "proden_epoch_seconds": proden_epoch, "per_phase": per_phase,
+    }
+    print(f"median ratio Co-Reg / PRODEN fit: {result['median_ratio']:.1f}x", flush=True)
+    for ph, v in per_phase.items():
+        print(f"  {ph}: {v['median_seconds']:.2f} s/epoch = "
+              f"{v['ratio_to_proden_epoch']:.1f}x a PRODEN epoch", flush=True)
+    out = Path(args.out) / "features"
+    out.mkdir(parents=True, exist_ok=True)
+    w = "default" if args.warmup is None else args.warmup
+    (out / f"n{args.n_train}_d{args.dim}_e{args.epochs}_w{w}.json").write_text(
+        json.dumps(result, indent=1))
+    write_cost_md(args.out, args.md)
+    print(f"wrote {out} and {args.md}", flush=True)
+    return 0
+
+
+def features_md(results_dir):
+    files = sorted((Path(results_dir) / "features").glob("*.json"))
+    if not files:
+        return []
+    lines = ["## Feature vectors (precomputed embeddings, default MLP head) on cpu", "",
+             "Whole fits at equal epochs: `CoRegClassifier` against `PRODENClassifier`, "
+             "default parameters (batch 256, MLP(256, 256), queue 8192) unless the warm-up "
+             "is set, Gaussian-class vectors with partial labels (q=0.1, eta=0.3); PRODEN "
+             "and Co-Reg fits alternate in fresh processes, the ratio is taken per pair and "
+             "the median reported. Per-phase rows: median seconds of a Co-Reg epoch of that "
+             "phase over the median PRODEN epoch.", ""]
+    for f in files:
+        r = json.loads(f.read_text())
+        a = r["args"]
+        lines += [f"### n={a['n_train']}, d={a['dim']}, {a['epochs']} epochs, warm-up "
+                  f"{a['warmup'] if a['warmup'] is not None else 'default (50)'}", "",
+                  f"Command: `{r['command']}`", "", f"Machine: {r['machine']}", "",
+                  "| pair | PRODEN fit (s) | Co-Reg fit (s) | ratio | Co-Reg test acc | "
+                  "PRODEN test acc | peak RSS Co-Reg / PRODEN (MB) |",
+                  "|---|---|---|---|---|---|---|"]
+        for i, p in enumerate(r["pairs"], 1):
+            lines.append(f"| {i} | {p['proden']['fit_seconds']:.1f} | "
+                         f"{p['coreg']['fit_seconds']:.1f} | {p['ratio']:.1f}x | "
+                         f"{p['coreg']['test_accuracy']:.4f} | "
+                         f"{p['proden']['test_accuracy']:.4f} | "
+                         f"{p['coreg']['peak_rss_mb']:.0f} / {p['proden']['peak_rss_mb']:.0f} |")
+        lines += ["", f"Median ratio: **{r['median_ratio']:.1f}x**. Co-Reg test predictions "
+                  f"sha1 `{r['pairs'][0]['coreg']['prediction_sha1'][:12]}`.", "",
+                  "| Co-Reg epoch phase | epochs | median s / epoch | x a PRODEN epoch "
+                  f"({r['proden_epoch_seconds']:.2f} s) |", "|---|---|---|---|"]
+        for ph, v in r["per_phase"].items():
+            lines.append(f"| {ph} | {v['epochs']} | {v['median_seconds']:.2f} | "
+                         f"{v['ratio_to_proden_epoch']:.1f}x |")
+        lines.append("")
+    return lines
+
+
 # ----------------------------------------------------------------- driver
 def _child(args):
     fn = {"baseline": measure_baseline, "coreg": measure_coreg,
-          "profile": lambda a: measure_coreg(a, profile=True)}[args.child]
+          "profile": lambda a: measure_coreg(a, profile=True),
+          "features-proden": measure_features, "features-coreg": measure_features}[args.child]
     result = fn(args)
     Path(args.child_out).write_text(json.dumps(result))
 
@@ -408,6 +558,8 @@ def write_cost_md(results_dir, md_path):
     for f in files:
         r = json.loads(f.read_text())
         a = r["args"]
+        if "baseline" not in r:
+            continue
         base = r.get("plain_epoch_seconds", r["baseline"]["median_seconds"])
         n_base = int(np.ceil(r["baseline"]["n_train"] / a["batch_size"]))
         lines += [f"## {a['dataset']} on {a['device']} (n_train={r['coreg']['n_train']}, "
@@ -470,6 +622,7 @@ def write_cost_md(results_dir, md_path):
         if r.get("notes"):
             lines += ["", r["notes"]]
         lines.append("")
+    lines += features_md(results_dir)
     Path(md_path).write_text("\n".join(lines))
 
 
@@ -487,8 +640,14 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--q", type=float, default=0.1)
     p.add_argument("--eta", type=float, default=0.3)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--start-contrastive", type=int, default=3, dest="start_contrastive")
+    p.add_argument("--warmup", type=int, help="default 3 (images), Co-Reg's own (features)")
+    p.add_argument("--start-contrastive", type=int, dest="start_contrastive",
+                   help="default 3 (images), Co-Reg's own (features)")
+    p.add_argument("--features", action="store_true",
+                   help="feature-vector path: whole Co-Reg and PRODEN fits (see above)")
+    p.add_argument("--dim", type=int, default=1280, help="--features: vector size")
+    p.add_argument("--epochs", type=int, default=60, help="--features: epochs of each fit")
+    p.add_argument("--repeats", type=int, default=3, help="--features: PRODEN/Co-Reg pairs")
     p.add_argument("--measure-epochs", type=int, default=4, dest="measure_epochs",
                    help="epochs with the contrastive term on")
     p.add_argument("--baseline-epochs", type=int, default=6, dest="baseline_epochs")
@@ -498,8 +657,9 @@ def main(argv=None):
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     p.add_argument("--smoke", action="store_true",
-                   help="seconds-long check that the script runs: a few small epochs, "
-                        "results written to a temporary folder")
+                   help="seconds-long check that the script runs: a few small epochs "
+                        "(images, then --features on 600 vectors of 64 dims), results "
+                        "written to a temporary folder")
     args = p.parse_args(argv)
     if args.child:
         return _child(args)
@@ -508,8 +668,26 @@ def main(argv=None):
     smoke = args.smoke
     if smoke:
         tmp = Path(tempfile.mkdtemp(prefix="npll-smoke-"))
-        argv = SMOKE_ARGS + ["--out", str(tmp), "--md", str(tmp / "COST.md")]
+        out = ["--out", str(tmp), "--md", str(tmp / "COST.md")]
+        features_argv = ["--features", "--n-train", "600", "--dim", "64", "--epochs", "4",
+                         "--repeats", "1", "--warmup", "1", "--start-contrastive", "1", *out]
+        run_features(p.parse_args(features_argv), features_argv, in_process=True)
+        argv = SMOKE_ARGS + out
         args = p.parse_args(argv)
+    elif args.features:
+        if args.n_train is None:
+            args.n_train = 10000
+        argv += ["--features", "--n-train", str(args.n_train), "--dim", str(args.dim),
+                 "--epochs", str(args.epochs)]
+        for flag, value in (("--warmup", args.warmup),
+                            ("--start-contrastive", args.start_contrastive)):
+            if value is not None:
+                argv += [flag, str(value)]
+        return run_features(args, argv)
+    if args.warmup is None:
+        args.warmup = 3
+    if args.start_contrastive is None:
+        args.start_contrastive = 3
     print("baseline (plain NeuralNetClassifier epochs) ...", flush=True)
     baseline = _run_child("baseline", argv, smoke)
     print(f"  median {baseline['median_seconds']:.3f} s/epoch", flush=True)

@@ -107,6 +107,10 @@ CONFIGS = {
                               pool_size=300),
         "cifar10": dict(epochs=20, warmup=8, start_contrastive=2, batch_size=64, lr=0.05,
                         width=None, pad_to=None, n_train=1000, n_test=1000, pool_size=500),
+    },
+    # Feature vectors on CPU: frozen-backbone embeddings, the default MLP head.
+    "cpu-features": {
+        "device": "cpu",
         # 21,000 training images (20,000 after the panel's pool of 1,000), all
         # 10,000 test images, as 1,280-d embeddings at 64 px
         "fashion-mnist-lite0": dict(epochs=12, warmup=6, start_contrastive=1, batch_size=256,
@@ -145,6 +149,23 @@ SUITES = {
                       "coreg-no-unlabeled"], seeds=[0]),
         dict(dataset="fashion-mnist", protocol="synthetic", grid="0.1:0.1,0.3:0.3",
              methods=["coreg", "cc", "proden"], seeds=[0, 1, 2]),
+    ],
+    # Fashion-MNIST through a frozen EfficientNet-Lite0: panel sets at a high
+    # (2:2:0.08:1) and a low (5:5:0.2:1) noise level and synthetic (0.3, 0.3);
+    # seed 0 of everything, then the ablations on the hardest setting, then
+    # seeds 1 and 2.
+    "cpu-features": [
+        dict(dataset="fashion-mnist-lite0", protocol="panel", panel="2:2:0.08:1,5:5:0.2:1",
+             methods=["majority-vote", "coreg", "cc", "proden", "supervised"], seeds=[0]),
+        dict(dataset="fashion-mnist-lite0", protocol="synthetic", grid="0.3:0.3",
+             methods=["coreg", "cc", "proden", "supervised"], seeds=[0]),
+        dict(dataset="fashion-mnist-lite0", protocol="panel", panel="2:2:0.08:1",
+             methods=["coreg-no-unlabeled", "coreg-no-cont", "coreg-no-copl",
+                      "coreg-no-proto"], seeds=[0]),
+        dict(dataset="fashion-mnist-lite0", protocol="panel", panel="2:2:0.08:1,5:5:0.2:1",
+             methods=["majority-vote", "coreg", "cc", "proden", "supervised"], seeds=[1, 2]),
+        dict(dataset="fashion-mnist-lite0", protocol="synthetic", grid="0.3:0.3",
+             methods=["coreg", "cc", "proden", "supervised"], seeds=[1, 2]),
     ],
     "gpu": [
         dict(dataset="cifar10", protocol="synthetic", grid="0.1:0.1,0.1:0.3,0.3:0.3",
@@ -295,10 +316,13 @@ def _callbacks():
         """True quality of Co-Reg's division, for the benchmark only: the
         fraction of each trusted split whose candidate set holds the true
         label (``trusted_clean_a/b``), and the fraction of all clean samples
-        that were trusted (``trusted_recall_a/b``)."""
+        that were trusted (``trusted_recall_a/b``), and per true class the
+        fraction of its samples that were trusted (``trusted_per_class_a/b``)."""
 
-        def __init__(self, clean):
+        def __init__(self, clean, y):
             self.clean = np.asarray(clean, dtype=bool)
+            self.y = np.asarray(y)
+            self.classes = np.unique(self.y)
 
         def on_epoch_end(self, net, **kwargs):
             division = getattr(net, "_bench_divisions", None)
@@ -310,6 +334,11 @@ def _callbacks():
                                    float(self.clean[P].mean()) if len(P) else float("nan"))
                 net.history.record(f"trusted_recall_{name}",
                                    float(self.clean[P].sum() / max(self.clean.sum(), 1)))
+                trusted = np.zeros(len(self.y), dtype=bool)
+                trusted[P] = True
+                net.history.record(f"trusted_per_class_{name}",
+                                   [round(float(trusted[self.y == c].mean()), 4)
+                                    for c in self.classes])
             net._bench_divisions = []
 
     return TestAccuracy, TrustedPrecision
@@ -421,7 +450,7 @@ def run_cell(cell, cfg, out_dir, command, verbose=0):
             callbacks.append(("test_accuracy", TestAccuracy(X_test, y_test)))
         if is_coreg:
             clean = np.asarray(Y)[np.arange(len(y_train)), y_train] > 0
-            callbacks.append(("trusted_precision", TrustedPrecision(clean)))
+            callbacks.append(("trusted_precision", TrustedPrecision(clean, y_train)))
         clf = build_estimator(method, cfg, cell["seed"], callbacks, verbose)
         t = time.perf_counter()
         clf.fit(X_train, Y)
@@ -433,7 +462,8 @@ def run_cell(cell, cfg, out_dir, command, verbose=0):
             record["train_label_accuracy"] = float(np.mean(np.argmax(dist, 1) == y_train))
         keys = ["epoch", "dur", "lr", "train_loss", "n_trusted_a", "n_trusted_b",
                 "noise_rate", "test_acc", "trusted_clean_a", "trusted_clean_b",
-                "trusted_recall_a", "trusted_recall_b", "loss_x", "loss_u",
+                "trusted_recall_a", "trusted_recall_b", "trusted_per_class_a",
+                "trusted_per_class_b", "loss_x", "loss_u",
                 "loss_prototype", "loss_contrastive", "loss_pce", "loss", "mean_max_weight"]
         hist = []
         for row in clf.history:

@@ -31,7 +31,7 @@ def _both(q_data, k, queue, a_lab, a_flag, q_lab, q_flag, tau):
     return out
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.integers(1, 7), st.integers(0, 9), st.integers(1, 4), st.integers(1, 5),
        st.sampled_from([0.07, 0.5, 1.0]), st.integers(0, 2**31 - 1))
 def test_matches_mask_based_loss(n, m, n_classes, dim, tau, seed):

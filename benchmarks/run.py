@@ -73,14 +73,18 @@ from data import load_dataset, split_pool  # noqa: E402
 # their default MLP head on the embeddings. name -> (image data set, resolution).
 EMBEDDED = {"fashion-mnist-lite0": ("fashion-mnist", 64)}
 
+# coreg-verifiedK: Co-Reg told the true label of K training samples per class
+# (drawn with the cell's seed; fit(..., verified=mask))
+VERIFIED = {"coreg-verified1": 1, "coreg-verified5": 5, "coreg-verified20": 20}
 METHODS = ["majority-vote", "cc", "proden", "coreg", "coreg-no-copl", "coreg-no-proto",
-           "coreg-no-cont", "coreg-no-unlabeled", "supervised"]
+           "coreg-no-cont", "coreg-no-unlabeled", *VERIFIED, "supervised"]
 COREG_VARIANTS = {
     "coreg": {},
     "coreg-no-copl": {"use_co_pseudo_labels": False},
     "coreg-no-proto": {"use_prototypes": False},
     "coreg-no-cont": {"use_contrastive": False},
     "coreg-no-unlabeled": {"use_unlabeled": False},
+    **{name: {} for name in VERIFIED},
 }
 TRUE_LABELS = "true-labels"
 
@@ -166,6 +170,8 @@ SUITES = {
              methods=["majority-vote", "coreg", "cc", "proden", "supervised"], seeds=[1, 2]),
         dict(dataset="fashion-mnist-lite0", protocol="synthetic", grid="0.3:0.3",
              methods=["coreg", "cc", "proden", "supervised"], seeds=[1, 2]),
+        dict(dataset="fashion-mnist-lite0", protocol="panel", panel="2:2:0.08:1",
+             methods=list(VERIFIED), seeds=[0]),
     ],
     "gpu": [
         dict(dataset="cifar10", protocol="synthetic", grid="0.1:0.1,0.1:0.3,0.3:0.3",
@@ -297,6 +303,20 @@ def make_candidates(cell, y_train, X_train, pool, n_classes):
     Y, _, panel = make_annotator_partial_labels(
         flat(X_train), y_train, flat(X_pool), y_pool, random_state=cell["seed"], **p)
     return Y, panel
+
+
+def verify_labels(Y, y, per_class, seed):
+    """Candidate matrix with ``per_class`` samples of every class set to their
+    true label (drawn with ``seed``), and the boolean mask of those samples."""
+    rng = np.random.RandomState(seed)
+    mask = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        mask[rng.choice(rows, min(per_class, len(rows)), replace=False)] = True
+    Y = np.array(Y, copy=True)
+    Y[mask] = 0
+    Y[np.flatnonzero(mask), y[mask]] = 1
+    return Y, mask
 
 
 # ------------------------------------------------------------ estimators
@@ -452,8 +472,13 @@ def run_cell(cell, cfg, out_dir, command, verbose=0):
             clean = np.asarray(Y)[np.arange(len(y_train)), y_train] > 0
             callbacks.append(("trusted_precision", TrustedPrecision(clean, y_train)))
         clf = build_estimator(method, cfg, cell["seed"], callbacks, verbose)
+        fit_params = {}
+        if method in VERIFIED:
+            Y, fit_params["verified"] = verify_labels(Y, y_train, VERIFIED[method],
+                                                      cell["seed"])
+            record["n_verified"] = int(fit_params["verified"].sum())
         t = time.perf_counter()
-        clf.fit(X_train, Y)
+        clf.fit(X_train, Y, **fit_params)
         record["fit_seconds"] = time.perf_counter() - t
         pred = clf.predict(X_test)
         record["test_accuracy"] = float(np.mean(pred == y_test))

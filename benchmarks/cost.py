@@ -211,8 +211,7 @@ def _coreg_class(timers):
         return "mixed batch: forward"
 
     # module-level functions that coreg.py looks up at call time
-    for name, phase in [("noisy_supcon_loss", "contrastive: loss"),
-                        ("contrastive_masks", "contrastive: masks"),
+    for name, phase in [("supcon_loss_from_labels", "contrastive: loss"),
                         ("update_prototypes", "prototypes"),
                         ("prototype_probs", "prototypes"),
                         ("prototype_loss", "prototypes"),

@@ -31,8 +31,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 
+VERIFIED = ["coreg-verified1", "coreg-verified5", "coreg-verified20"]
 METHOD_ORDER = ["majority-vote", "cc", "proden", "coreg", "coreg-no-copl", "coreg-no-proto",
-                "coreg-no-cont", "coreg-no-unlabeled", "supervised"]
+                "coreg-no-cont", "coreg-no-unlabeled", *VERIFIED, "supervised"]
 MAIN_METHODS = ["majority-vote", "cc", "proden", "coreg", "supervised"]
 ABLATIONS = ["coreg", "coreg-no-copl", "coreg-no-proto", "coreg-no-cont",
              "coreg-no-unlabeled"]
@@ -40,6 +41,8 @@ LABELS = {"majority-vote": "panel majority vote", "cc": "CC", "proden": "PRODEN"
           "coreg": "Co-Reg", "coreg-no-copl": "w/o co-pseudo-labels",
           "coreg-no-proto": "w/o prototypes", "coreg-no-cont": "w/o contrastive",
           "coreg-no-unlabeled": "w/o unlabeled split",
+          "coreg-verified1": "1 verified / class", "coreg-verified5": "5 verified / class",
+          "coreg-verified20": "20 verified / class",
           "supervised": "supervised (true labels)"}
 TRUE_LABELS = "true-labels"
 
@@ -182,6 +185,65 @@ def ablation_table(cells, g):
                         (f"{100 * np.mean(vals):.1f}" if len(vals) == 1 else fmt_acc(vals)))
         out.append("| " + " | ".join(cols) + " |")
     out.append("")
+    return out
+
+
+def verified_table(cells, g):
+    rows = [r for r in table_rows(cells, g) if any(method_cells(g, r, m) for m in VERIFIED)]
+    if not rows:
+        return []
+    methods = ["coreg", *VERIFIED]
+    out = ["### Co-Reg with verified labels", "",
+           "K training samples per class given with their true label (singleton sets, "
+           "`fit(..., verified=mask)`); test accuracy (%), seeds as listed.", "",
+           "| dataset | setting | " + " | ".join(LABELS[m] for m in methods) + " |",
+           "|" + "---|" * (2 + len(methods))]
+    for row in rows:
+        seeds = sorted({c["seed"] for m in VERIFIED for c in method_cells(g, row, m)})
+        cols = [row[0], setting_label(row[1], row[2]) + f" (seeds {seeds})"]
+        for m in methods:
+            vals = [c["test_accuracy"] for c in method_cells(g, row, m) if c["seed"] in seeds]
+            cols.append("-" if not vals else fmt_acc(vals) if len(vals) > 1
+                        else f"{100 * vals[0]:.1f}")
+        out.append("| " + " | ".join(cols) + " |")
+    out.append("")
+    return out
+
+
+def division_curves(cells, g):
+    """Per epoch after warm-up: trusted-split precision and recall of both
+    networks and test accuracy, for the first seed of each Co-Reg setting;
+    and the per-class trusted fraction at the last epoch."""
+    out = []
+    for row in table_rows(cells, g):
+        cs = sorted(method_cells(g, row, "coreg"), key=lambda c: c["seed"])
+        hist = cs[0].get("history") if cs else None
+        if not hist or not any("trusted_per_class_a" in h for h in hist):
+            continue
+        out += [f"#### Division per epoch: {row[0]}, {setting_label(row[1], row[2])}, "
+                f"seed {cs[0]['seed']}", "",
+                "| epoch | trusted A / B | precision A / B | recall A / B | test acc |",
+                "|---|---|---|---|---|"]
+        for h in hist:
+            if h.get("n_trusted_a") is None:
+                continue
+
+            def pct(key):
+                v = h.get(key)
+                return "-" if v is None else f"{100 * v:.1f}%"
+
+            test = h.get("test_acc")
+            out.append(f"| {h['epoch']} | {h['n_trusted_a']} / {h['n_trusted_b']} | "
+                       f"{pct('trusted_clean_a')} / {pct('trusted_clean_b')} | "
+                       f"{pct('trusted_recall_a')} / {pct('trusted_recall_b')} | "
+                       f"{'-' if test is None else f'{100 * test:.1f}%'} |")
+        last = [h for h in hist if "trusted_per_class_a" in h][-1]
+        a, b = last["trusted_per_class_a"], last["trusted_per_class_b"]
+        names = cs[0].get("class_names") or [str(i) for i in range(len(a))]
+        out += ["", "Fraction of each true class trusted at the last epoch (A / B):", "",
+                "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
+                "| " + " | ".join(f"{100 * x:.0f}% / {100 * y:.0f}%" for x, y in zip(a, b))
+                + " |", ""]
     return out
 
 
@@ -423,7 +485,12 @@ def main(argv=None):
     lines += ["## Results", ""]
     lines += results_tables(cells, g)
     lines += ablation_table(cells, g)
+    lines += verified_table(cells, g)
     lines += diagnostics_table(cells, g)
+    lines += division_curves(cells, g)
+    findings = HERE / "FINDINGS.md"
+    if findings.exists():  # hand-written reading of the numbers above
+        lines += [findings.read_text().rstrip(), ""]
     lines += ["### Plots", ""] + [f"- `{Path(m).name}`" for m in made] + [""]
     lines += [f"![{Path(m).stem}]({Path(m).name})" for m in made] + [""]
     lines += machine_notes(cells)

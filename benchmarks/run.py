@@ -442,6 +442,7 @@ def run_cell(cell, cfg, out_dir, command, verbose=0):
     X_train, y_train, X_test, y_test, names, meta, pool, pixels = cell_data(cfg, cell)
     method = cell["method"]
     record = {**cell, "config": {k: v for k, v in cfg.items() if k != "data_dir"},
+              "class_names": list(names),
               "dataset_meta": meta, "n_train": int(len(y_train)),
               "n_test": int(len(y_test)), "command": command,
               "encoder": encoder_name(cfg, X_train.shape[1:]),

@@ -260,13 +260,14 @@ def _embedded(dataset, data_dir, n_train, n_test):
     return (E_train, E_test), (X_train, y_train, X_test, y_test, names, meta)
 
 
-def cell_data(cfg, cell):
+def cell_data(cfg, cell, with_pixels=False):
     """Train/test inputs and labels of a cell; for the panel protocol the
     training set is what remains after carving out the annotators' pool.
 
-    The last item holds the training and test images the annotator panel
-    sees: the images themselves, also for an embedded data set (the panel
-    votes on pixels, the estimators train on embeddings)."""
+    ``with_pixels=True`` adds an eighth item: the training and test images
+    the annotator panel sees, the images themselves also for an embedded
+    data set (the panel votes on pixels, the estimators train on
+    embeddings)."""
     if cell["dataset"] in EMBEDDED:
         (E_train, E_test), (X_train, y_train, X_test, y_test, names, meta) = _embedded(
             cell["dataset"], cfg.get("data_dir"), cfg["n_train"], cfg["n_test"])
@@ -281,7 +282,8 @@ def cell_data(cfg, cell):
         X_train, y_train, X_pool, y_pool = split_pool(X_train, y_train, cfg["pool_size"],
                                                       random_state=0)
         pool = (X_pool, y_pool)
-    return E_train, y_train, E_test, y_test, names, meta, pool, (X_train, X_test)
+    out = (E_train, y_train, E_test, y_test, names, meta, pool)
+    return (*out, (X_train, X_test)) if with_pixels else out
 
 
 def flat(X):
@@ -439,7 +441,8 @@ def run_cell(cell, cfg, out_dir, command, verbose=0):
     from sklearn_npll import candidate_stats
 
     t0 = time.perf_counter()
-    X_train, y_train, X_test, y_test, names, meta, pool, pixels = cell_data(cfg, cell)
+    X_train, y_train, X_test, y_test, names, meta, pool, pixels = cell_data(
+        cfg, cell, with_pixels=True)
     method = cell["method"]
     record = {**cell, "config": {k: v for k, v in cfg.items() if k != "data_dir"},
               "class_names": list(names),

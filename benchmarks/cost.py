@@ -441,8 +441,10 @@ def run_features(args, argv, in_process=False):
         per_phase[ph] = {"epochs": phases.count(ph), "median_seconds": float(np.median(secs)),
                          "ratio_to_proden_epoch": float(np.median(secs)) / proden_epoch}
     result = {
-        "args": {k: v for k, v in vars(args).items() if k not in ("child", "child_out")},
-        "command": "python benchmarks/cost.py " + " ".join(shlex.quote(a) for a in argv),
+        "args": {k: v for k, v in vars(args).items()
+                 if k not in ("child", "child_out", "command")},
+        "command": getattr(args, "command", None)
+        or "python benchmarks/cost.py " + " ".join(shlex.quote(a) for a in argv),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
                    f"(shared), torch {torch.__version__}, {args.threads} torch thread(s), "
                    f"load average at end {', '.join(f'{v:.1f}' for v in os.getloadavg())}",
@@ -701,6 +703,7 @@ def main(argv=None):
     elif args.features:
         if args.n_train is None:
             args.n_train = 10000
+        args.command = "python benchmarks/cost.py " + " ".join(shlex.quote(a) for a in argv)
         argv += ["--features", "--n-train", str(args.n_train), "--dim", str(args.dim),
                  "--epochs", str(args.epochs)]
         for flag, value in (("--warmup", args.warmup),

@@ -1157,6 +1157,14 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         -------
         score : float
             Accuracy, or the fraction of predictions inside their candidate set.
+
+        Notes
+        -----
+        In a search over candidate sets, leave ``scoring=None`` (this
+        method) or pass :func:`~sklearn_npll.metrics.covering_rate_scorer`:
+        scikit-learn's ``scoring="accuracy"`` compares predictions with 1-D
+        labels and fails on a candidate matrix ("a mix of
+        multilabel-indicator and multiclass targets").
         """
         if y is None:
             if not isinstance(X, AnnotatedImages):

@@ -25,7 +25,9 @@ covering rate against the annotator's sets.
 # We write 200 digits as 16x16 RGB PNG files into a temporary folder; the
 # file names carry no label.
 import json
+import logging
 import tempfile
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -59,7 +61,9 @@ config = {"embed_dim": 32,
 open_clip.add_model_config(folder / "tiny-clip.json")
 torch.manual_seed(0)
 checkpoint = folder / "tiny-clip.pt"
+logging.disable(logging.WARNING)     # open_clip warns that the weights are random
 torch.save(open_clip.create_model("tiny-clip").state_dict(), checkpoint)
+logging.disable(logging.NOTSET)
 
 # %%
 # The pipeline: annotate, then learn; no labels
@@ -73,7 +77,11 @@ pipe = Pipeline([
                               batch_size=32, queue_size=256, flip=False,
                               random_state=0)),
 ])
-pipe.fit(paths)                      # no labels anywhere
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    pipe.fit(paths)                  # no labels anywhere
+for warning in caught:               # random weights: some classes are never proposed
+    print("warning:", warning.message)
 print("predictions:", pipe.predict(paths[:5]))
 print(f"covering rate against the annotator's sets: {pipe.score(paths):.2f}")
 

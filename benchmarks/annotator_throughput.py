@@ -321,6 +321,7 @@ def main(argv=None):
         folder.mkdir()
         paths = write_photos(folder, args.files, width, height)
         megabytes = sum(Path(p).stat().st_size for p in paths) / 2**20
+        rss_files_before = peak_rss_mib()
         file_cold, file_cached = [], []
         for repeat in range(args.repeats):
             cache_dir = Path(workdir.name) / f"files{repeat}"
@@ -329,6 +330,8 @@ def main(argv=None):
             again = clone(base).set_params(cache_dir=cache_dir).fit()
             file_cached.append(timed(lambda: annotate(again, paths), device)[0])
         speedups = [c / w for c, w in zip(file_cold, file_cached)]
+        results.update(files_peak_rss_before_mib=rss_files_before,
+                       files_peak_rss_after_mib=peak_rss_mib())
         results.update(files=args.files, file_size=args.file_size, files_mib=megabytes,
                        files_cold_s=statistics.median(file_cold),
                        files_cached_s=statistics.median(file_cached),
@@ -336,7 +339,9 @@ def main(argv=None):
         print(f"{args.files} JPEG files {args.file_size} ({megabytes:.0f} MiB): cold "
               f"{results['files_cold_s']:.3f}s, fresh instance on the disk cache "
               f"{results['files_cached_s']:.3f}s -> speed-up "
-              f"{results['files_cached_speedup']:.1f}x (median of {args.repeats})")
+              f"{results['files_cached_speedup']:.1f}x (median of {args.repeats}); peak RSS "
+              f"{rss_files_before:.0f} MiB before the files, "
+              f"{results['files_peak_rss_after_mib']:.0f} MiB after")
 
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -58,7 +58,7 @@ from ._vlm_cache import (
     transform_key,
 )
 from ._vlm_hub import load_open_clip
-from ._vlm_images import ImageSource, embed_images
+from ._vlm_images import ImageSource, draft_size, embed_images
 from ._vlm_report import annotation_report
 from .datasets import candidate_stats
 
@@ -639,8 +639,8 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
 
     def _embed_images(self, X):
         """Normalised image embeddings ``(n, embed_dim)`` float32, through the caches."""
-        source = ImageSource(X)
         device = self._ensure_model()
+        source = ImageSource(X, draft=draft_size(self.preprocess_))
 
         def encode(batch):
             with torch.inference_mode(), self._compute(device):

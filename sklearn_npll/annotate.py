@@ -274,8 +274,12 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
     (computed once per loaded model), the preprocessing's parameters, the
     precision and each image's content: the bytes of a file (so a cached
     re-run does not decode the files again) or the RGB pixels and shape of an
-    array or PIL image. An injected model whose weights change after ``fit``
-    is detected; refit it. ``transform`` returns a container, not an array,
+    array or PIL image. Files are read a batch at a time; when the
+    preprocessing starts with a resize (open_clip's does), JPEG files are
+    decoded in draft mode at the smallest DCT scale that keeps both sides at
+    least the resize's size, which bounds memory and speeds decoding; their
+    keys record it, as the pixels differ slightly from a full decode. An
+    injected model whose weights change after ``fit`` is detected; refit it. ``transform`` returns a container, not an array,
     so ``set_output`` does not apply to it.
 
     Examples

@@ -1,6 +1,7 @@
 """Searches and sharded annotation on local Dask and Ray clusters of 2 worker
 processes, through joblib's backends: results equal the sequential ones."""
 
+import contextlib
 import os
 
 import numpy as np
@@ -20,20 +21,35 @@ from _common import TINY_CLIP_NAME, save_tiny_clip  # noqa: E402
 CLASSES = ["cat", "dog", "car", "plane"]
 
 
+@contextlib.contextmanager
+def restored_environ():
+    """Put this process's environment back afterwards: a Dask Client sets
+    OMP_NUM_THREADS, MKL_NUM_THREADS and OPENBLAS_NUM_THREADS to 1 here, which
+    later tests' child processes would inherit, and then compute with other
+    thread counts than this process (no longer bit-identical to it)."""
+    environ = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+
+
 @pytest.fixture(scope="module")
 def dask_client():
     # worker processes, one thread each, as on a real cluster
-    with distributed.Client(n_workers=2, threads_per_worker=1, processes=True,
-                            dashboard_address=None) as client:
+    with restored_environ(), distributed.Client(n_workers=2, threads_per_worker=1,
+                                                processes=True, dashboard_address=None) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-    yield
-    ray.shutdown()
+    with restored_environ():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

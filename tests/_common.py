@@ -15,6 +15,24 @@ EXPECTED_FAILED_CHECKS = {
 }
 
 
+def record_batch_sizes(owner, name, setattr=setattr):
+    """Wrap the method ``owner.name`` (of a class, or of one object) so that
+    every call records the length of its first argument; return that list.
+    Pass ``monkeypatch.setattr`` as ``setattr`` to undo it after the test."""
+    original = getattr(owner, name)
+    seen = []
+    if isinstance(owner, type):
+        def recording(self, x, *args, **kwargs):
+            seen.append(len(x))
+            return original(self, x, *args, **kwargs)
+    else:
+        def recording(x, *args, **kwargs):
+            seen.append(len(x))
+            return original(x, *args, **kwargs)
+    setattr(owner, name, recording)
+    return seen
+
+
 # A tiny open_clip architecture with random weights: the annotator's tests
 # load it from a checkpoint file exactly as a user loads real weights.
 TINY_CLIP_NAME = "npll-tiny-test"

@@ -14,7 +14,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 open_clip = pytest.importorskip("open_clip")
 
-from _common import TINY_CLIP_NAME, save_tiny_clip  # noqa: E402
+from _common import TINY_CLIP_NAME, record_batch_sizes, save_tiny_clip  # noqa: E402
 from sklearn_npll._inputs import AnnotatedImages  # noqa: E402
 from sklearn_npll.annotate import SMALL_TEMPLATES, VLMPartialAnnotator  # noqa: E402
 
@@ -60,19 +60,6 @@ def make_injected(parts, **params):
 @pytest.fixture(scope="module")
 def fitted(tiny_checkpoint):
     return make(tiny_checkpoint).fit()
-
-
-def count_image_calls(annotator):
-    """Wrap the fitted model's encode_image; return the list of batch sizes seen."""
-    calls = []
-    original = annotator.model_.encode_image
-
-    def wrapped(x, *args, **kwargs):
-        calls.append(len(x))
-        return original(x, *args, **kwargs)
-
-    annotator.model_.encode_image = wrapped
-    return calls
 
 
 def test_fit_transform_from_checkpoint(tiny_checkpoint, images):
@@ -141,7 +128,7 @@ def test_predict_matches_argmax_of_predict_proba(fitted, images):
 
 def test_second_transform_and_disk_cache_skip_image_tower(tiny_checkpoint, images, tmp_path):
     first = make(tiny_checkpoint, cache_dir=tmp_path).fit()
-    calls = count_image_calls(first)
+    calls = record_batch_sizes(first.model_, "encode_image")
     out1 = first.transform(images)
     assert calls == []  # deferred until the candidates are read
     out1.candidates
@@ -154,7 +141,7 @@ def test_second_transform_and_disk_cache_skip_image_tower(tiny_checkpoint, image
 
     # a clone (as in every fold of a grid search) reads the shared disk cache
     second = clone(first).fit()
-    calls = count_image_calls(second)
+    calls = record_batch_sizes(second.model_, "encode_image")
     out3 = second.transform(images[::-1])
     out3.candidates
     assert calls == []
@@ -172,7 +159,7 @@ def test_second_transform_and_disk_cache_skip_image_tower(tiny_checkpoint, image
     assert (model_dir / "model.json").is_file()
     (model_dir / "broken.npz").write_bytes(b"garbage")
     third = clone(first).fit()
-    calls = count_image_calls(third)
+    calls = record_batch_sizes(third.model_, "encode_image")
     np.testing.assert_array_equal(third.transform(images).candidates, out1.candidates)
     assert calls == []
 

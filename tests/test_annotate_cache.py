@@ -16,7 +16,7 @@ from sklearn.base import clone
 
 open_clip = pytest.importorskip("open_clip")
 
-from _common import TINY_CLIP_NAME, save_tiny_clip  # noqa: E402
+from _common import TINY_CLIP_NAME, record_batch_sizes, save_tiny_clip  # noqa: E402
 from sklearn_npll import VLMPartialAnnotator  # noqa: E402
 from sklearn_npll._vlm_cache import TEXT_CACHE, model_digests  # noqa: E402
 
@@ -42,30 +42,14 @@ def make(checkpoint, **params):
 @pytest.fixture
 def tower_calls(monkeypatch):
     """Images seen by any open_clip model's image tower."""
-    seen = []
-    original = open_clip.CLIP.encode_image
-
-    def counting(self, x, *args, **kwargs):
-        seen.append(len(x))
-        return original(self, x, *args, **kwargs)
-
-    monkeypatch.setattr(open_clip.CLIP, "encode_image", counting)
-    return seen
+    return record_batch_sizes(open_clip.CLIP, "encode_image", monkeypatch.setattr)
 
 
 @pytest.fixture
 def text_calls(monkeypatch):
     """Prompts seen by any open_clip model's text tower; the process cache starts empty."""
     TEXT_CACHE.clear()
-    seen = []
-    original = open_clip.CLIP.encode_text
-
-    def counting(self, x, *args, **kwargs):
-        seen.append(len(x))
-        return original(self, x, *args, **kwargs)
-
-    monkeypatch.setattr(open_clip.CLIP, "encode_text", counting)
-    return seen
+    return record_batch_sizes(open_clip.CLIP, "encode_text", monkeypatch.setattr)
 
 
 # ---------------------------------------------------------------- cache keys

@@ -16,7 +16,7 @@ distributed = pytest.importorskip("distributed", reason="needs the 'dask' extra"
 ray = pytest.importorskip("ray", reason="needs the 'ray' extra")
 open_clip = pytest.importorskip("open_clip")
 
-from _common import TINY_CLIP_NAME, save_tiny_clip  # noqa: E402
+from _common import TINY_CLIP_NAME, record_batch_sizes, save_tiny_clip  # noqa: E402
 
 CLASSES = ["cat", "dog", "car", "plane"]
 
@@ -155,18 +155,6 @@ def annotator_params(tmp_path_factory):
             "n_jobs": 1, "device": "cpu"}
 
 
-def count_image_calls(annotator):
-    calls = []
-    original = annotator.model_.encode_image
-
-    def wrapped(x, *args, **kwargs):
-        calls.append(len(x))
-        return original(x, *args, **kwargs)
-
-    annotator.model_.encode_image = wrapped
-    return calls
-
-
 def test_sharded_annotation_on_dask_equals_single_process(dask_client, files,
                                                           annotator_params, tmp_path):
     from sklearn_npll import VLMPartialAnnotator
@@ -186,7 +174,7 @@ def test_sharded_annotation_on_dask_equals_single_process(dask_client, files,
     # on the same directory finds every image there
     cached = VLMPartialAnnotator(CLASSES, mode="topk", k=2, cache_dir=tmp_path,
                                  **annotator_params).fit()
-    calls = count_image_calls(cached)
+    calls = record_batch_sizes(cached.model_, "encode_image")
     try:
         np.testing.assert_array_equal(cached.annotate(files), expected.candidates)
     finally:

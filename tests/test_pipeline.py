@@ -6,7 +6,7 @@ import open_clip
 import pytest
 from sklearn.model_selection import GridSearchCV
 
-from _common import TINY_CLIP_NAME, save_tiny_clip
+from _common import TINY_CLIP_NAME, record_batch_sizes, save_tiny_clip
 from sklearn.pipeline import Pipeline
 from sklearn_npll import CoRegClassifier
 from sklearn_npll._backbones import SmallCNN
@@ -28,15 +28,7 @@ def images():
 @pytest.fixture
 def image_tower_calls(monkeypatch):
     """Images seen by any open_clip model's image tower (all instances, clones too)."""
-    seen = []
-    original = open_clip.CLIP.encode_image
-
-    def counting(self, x, *args, **kwargs):
-        seen.append(len(x))
-        return original(self, x, *args, **kwargs)
-
-    monkeypatch.setattr(open_clip.CLIP, "encode_image", counting)
-    return seen
+    return record_batch_sizes(open_clip.CLIP, "encode_image", monkeypatch.setattr)
 
 
 def pipeline(checkpoint, **annotator_params):

@@ -32,15 +32,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 import _ddp_fit  # noqa: E402
 
 
-def distance(a, b):
-    num = den = 0.0
-    for key, ref in b.items():
-        if ref.dtype.is_floating_point and key.rsplit(".", 1)[-1] in ("weight", "bias"):
-            num += float(((a[key] - ref) ** 2).sum())
-            den += float((ref ** 2).sum())
-    return (num / den) ** 0.5
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="the same small run")
@@ -71,7 +62,8 @@ def main(argv=None):
     for name, run in runs.items():
         agree = (run["proba"].argmax(1) == ref["proba"].argmax(1)).mean()
         losses = " ".join(f"{v:.4f}" for v in run["history"]["loss_pce"][:2])
-        print(f"{name:>22}  {distance(run['state'], ref['state']):22.4f}  {losses:>18}  "
+        distance = _ddp_fit.relative_distance(run["state"], ref["state"])
+        print(f"{name:>22}  {distance:22.4f}  {losses:>18}  "
               f"{agree:15.3f}  {times[name]:6.1f}")
 
 

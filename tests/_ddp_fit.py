@@ -87,6 +87,16 @@ def result(clf, X):
             "first_augmentation_seed": FIRST_SEED[0]}
 
 
+def relative_distance(a, b):
+    """||a - b|| / ||b|| over the parameters (weights and biases) of a state."""
+    num = den = 0.0
+    for key, ref in b.items():
+        if ref.dtype.is_floating_point and key.rsplit(".", 1)[-1] in ("weight", "bias"):
+            num += float(((a[key] - ref) ** 2).sum())
+            den += float((ref ** 2).sum())
+    return (num / den) ** 0.5
+
+
 def main(out, sync_bn):
     torch.set_num_threads(1)
     distributed = "RANK" in os.environ

@@ -14,16 +14,6 @@ import _ddp_fit
 SCRIPT = Path(_ddp_fit.__file__)
 
 
-def relative_distance(a, b):
-    """||a - b|| / ||b|| over the parameters (weights and biases) of a state."""
-    num = den = 0.0
-    for key, ref in b.items():
-        if ref.dtype.is_floating_point and key.rsplit(".", 1)[-1] in ("weight", "bias"):
-            num += float(((a[key] - ref) ** 2).sum())
-            den += float((ref ** 2).sum())
-    return (num / den) ** 0.5
-
-
 def one_process(tmp_path):
     threads = torch.get_num_threads()
     try:
@@ -79,7 +69,7 @@ def test_two_gloo_processes_track_one_process(tmp_path):
     # batch in one process with the same seed moves the weights by 0.011 and
     # 0.026, so the bound of 0.01 tells a faithful data-parallel run from one
     # that trains like another batch size (or sums instead of averaging).
-    assert relative_distance(ranks[0]["state"], one["state"]) < 0.01
+    assert _ddp_fit.relative_distance(ranks[0]["state"], one["state"]) < 0.01
     np.testing.assert_allclose(ranks[0]["history"]["loss_pce"][:2],
                                one["history"]["loss_pce"][:2], rtol=0.02)
     agree = (ranks[0]["proba"].argmax(1) == one["proba"].argmax(1)).mean()

@@ -464,9 +464,9 @@ class CoRegClassifier(PartialLabelNet):
         raise ValueError(
             f"predict_networks must be 'both' or 'first'; got {self.predict_networks!r}.")
 
-    def _pairs(self):
-        # one optimizer with a parameter group per network (see initialize_optimizer)
-        return [(self.module_, self.optimizer_), (self.module2_, self.optimizer_)]
+    def _networks(self):
+        # both step through the one optimizer, a parameter group each
+        return [self.module_, self.module2_]
 
     # ------------------------------------------------------------- epochs
     def run_epoch(self, epoch, ctx):
@@ -480,7 +480,7 @@ class CoRegClassifier(PartialLabelNet):
         steps = 0
         n_rows = len(self.training_rows(ctx))
         self.announce_batches(2 * self.n_batches(n_rows, 2 * self.batch_size), ctx)
-        for k, (net, opt) in enumerate(self._pairs()):
+        for k, net in enumerate(self._networks()):
             net.train()
             for idx in self.shuffled_batches(self.training_rows(ctx), 2 * self.batch_size, ctx):
                 rows = torch.as_tensor(idx, device=ctx.device)
@@ -591,17 +591,17 @@ class CoRegClassifier(PartialLabelNet):
     def _coreg_epoch(self, epoch, ctx):
         key_branch = self.use_contrastive and epoch >= self.warmup_epochs + self.start_contrastive
         if key_branch:
-            for net, _ in self._pairs():
+            for net in self._networks():
                 net.sync_key()
-        divisions = [self._divide(epoch, k, net, ctx) for k, (net, _) in enumerate(self._pairs())]
+        divisions = [self._divide(epoch, k, net, ctx) for k, net in enumerate(self._networks())]
         ctx.extra["divisions"] = divisions
         # each network runs len(P) // B + 1 steps over its partner's trusted split P
         self.announce_batches(sum(len(d["P"]) // self.batch_size + 1
                                   for d in divisions if len(d["P"]) >= 2), ctx)
         sums, counts, steps = {}, {}, 0
         for a, b in ((0, 1), (1, 0)):
-            (net, opt), (partner, _) = self._pairs()[a], self._pairs()[b]
-            for terms in self._train_network(epoch, net, partner, opt, divisions[b],
+            net, partner = self._networks()[a], self._networks()[b]
+            for terms in self._train_network(epoch, net, partner, divisions[b],
                                              divisions[a], ctx, "AB"[a]):
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + value
@@ -622,7 +622,7 @@ class CoRegClassifier(PartialLabelNet):
         while True:
             yield from self.shuffled_batches(rows, self.batch_size, ctx)
 
-    def _train_network(self, epoch, net, partner, opt, division, own_division, ctx, name):
+    def _train_network(self, epoch, net, partner, division, own_division, ctx, name):
         """One pass of network ``net`` over its partner's trusted split."""
         P, U = division["P"], division["U"]
         if len(P) < 2:

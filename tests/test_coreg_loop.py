@@ -56,7 +56,7 @@ class RecordingCoReg(CoRegClassifier):
         self.starts_[epoch] = {
             "nets": [copy.deepcopy(self.module_), copy.deepcopy(self.module2_)],
             "prototypes": self.coreg_state_.prototypes.clone(),
-            "buffers": [_momentum_buffers(net, opt) for net, opt in self._pairs()],
+            "buffers": [_momentum_buffers(net, self.optimizer_) for net in self._networks()],
             "lr": self.optimizer_.param_groups[0]["lr"],
         }
         self.current_epoch_ = epoch

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
-from sklearn_npll._vlm_cache import model_digests
+from sklearn_npll._vlm.cache import model_digests
 from sklearn_npll.annotate import VLMPartialAnnotator
 from sklearn_npll.datasets import candidate_stats
 

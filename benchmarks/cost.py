@@ -88,7 +88,7 @@ def _setup(args):
 
 
 def _encoder(args, X):
-    from sklearn_npll._backbones import default_encoder
+    from sklearn_npll._nn.backbones import default_encoder
 
     shape = (X.shape[3] if X.ndim == 4 else 1, X.shape[1], X.shape[2])
     cls, kwargs = default_encoder(shape)
@@ -118,8 +118,8 @@ def measure_baseline(args):
     import torch
     from skorch import NeuralNetClassifier
 
-    from sklearn_npll._augment import channel_stats
-    from sklearn_npll._nets import ClassifierNetwork
+    from sklearn_npll._nn.augment import channel_stats
+    from sklearn_npll._nn.networks import ClassifierNetwork
 
     X, y, meta = _setup(args)
     cls, kwargs, shape = _encoder(args, X)
@@ -189,8 +189,8 @@ class _Timers:
 def _coreg_class(timers):
     import torch
 
-    import sklearn_npll._base as base_mod
-    import sklearn_npll._disambiguation as dis
+    import sklearn_npll._estimator.base as base_mod
+    import sklearn_npll._methods.label_math as dis
     import sklearn_npll.coreg as coreg_mod
     from sklearn_npll import CoRegClassifier
 

@@ -183,7 +183,7 @@ def rss():
 # --------------------------------------------------------------------- run
 def coreg(args):
     from sklearn_npll import CoRegClassifier
-    from sklearn_npll._backbones import SmallCNN
+    from sklearn_npll._nn.backbones import SmallCNN
 
     return CoRegClassifier(SmallCNN, module__in_channels=3, module__width=args.width,
                            image_size=args.image_size, max_epochs=args.epochs,
@@ -193,7 +193,7 @@ def coreg(args):
 
 
 def decode_only(args, paths, workdir):
-    from sklearn_npll._image_store import load_images
+    from sklearn_npll._data.image_store import load_images
 
     gc.collect()
     before = rss()
@@ -237,7 +237,7 @@ def main(argv=None):
 
     import torch
 
-    from sklearn_npll import _base
+    from sklearn_npll._estimator import base as _base
     from sklearn_npll.annotate import VLMPartialAnnotator
     from annotator_throughput import tiny_checkpoint
 

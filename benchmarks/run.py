@@ -404,7 +404,7 @@ def build_estimator(method, cfg, seed, callbacks, verbose):
 
 
 def encoder_name(cfg, shape):
-    from sklearn_npll._backbones import default_encoder
+    from sklearn_npll._nn.backbones import default_encoder
 
     if len(shape) == 1:  # feature vectors
         sample = tuple(shape)

@@ -39,9 +39,9 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._candidates import _format_list
-from ._inputs import AnnotatedImages
-from ._templates import (
+from ._data.candidates import _format_list
+from ._data.inputs import AnnotatedImages
+from ._vlm.templates import (
     SMALL_TEMPLATES,
     TEMPLATE_SETS,
     fill,
@@ -49,7 +49,7 @@ from ._templates import (
     resolve_templates,
     template_label,
 )
-from ._vlm_cache import (
+from ._vlm.cache import (
     DiskCache,
     key_of,
     model_digests,
@@ -57,9 +57,9 @@ from ._vlm_cache import (
     tokenizer_key,
     transform_key,
 )
-from ._vlm_hub import load_open_clip
-from ._vlm_images import ImageSource, draft_size, embed_images
-from ._vlm_report import annotation_report
+from ._vlm.hub import load_open_clip
+from ._vlm.images import ImageSource, draft_size, embed_images
+from ._vlm.report import annotation_report
 from .datasets import candidate_stats
 
 __all__ = ["VLMPartialAnnotator", "SMALL_TEMPLATES", "TEMPLATE_SETS"]
@@ -98,7 +98,7 @@ class _DeferredAnnotation:
     """The annotation of ``images`` by a frozen copy of a fitted annotator.
 
     What :meth:`VLMPartialAnnotator.transform` hands to
-    :class:`~sklearn_npll._inputs.AnnotatedImages`: a refit or ``set_params``
+    :class:`~sklearn_npll._data.inputs.AnnotatedImages`: a refit or ``set_params``
     of the annotator afterwards does not change it, and it pickles (without
     the vision-language model, which is loaded again if it must annotate).
     """
@@ -117,7 +117,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
 
     ``fit`` loads the model and encodes every (template, class) prompt once;
     ``transform`` encodes the images and returns them with their candidate
-    sets as an :class:`~sklearn_npll._inputs.AnnotatedImages`, which a
+    sets as an :class:`~sklearn_npll._data.inputs.AnnotatedImages`, which a
     partial-label classifier accepts as ``X``. No manual label is needed
     anywhere. Image embeddings are cached in memory and, with ``cache_dir``,
     on disk, keyed by the model and the image content, so annotating the same
@@ -714,7 +714,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         Parameters
         ----------
         X : array-like, list of PIL images, list of paths or Dataset
-            Images, in any form :func:`~sklearn_npll._inputs.as_input_data`
+            Images, in any form :func:`~sklearn_npll._data.inputs.as_input_data`
             accepts (lists of PIL images or paths may mix sizes).
         y : array-like of shape (n_samples,), default=None
             True labels (class names), when known: ``candidate_stats_`` then

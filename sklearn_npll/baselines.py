@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import _disambiguation as dis
-from ._base import PartialLabelNet
-from ._nets import ClassifierNetwork
+from ._methods import label_math as dis
+from ._estimator.base import PartialLabelNet
+from ._nn.networks import ClassifierNetwork
 
 __all__ = ["CCClassifier", "PRODENClassifier", "cc_loss", "proden_loss"]
 
@@ -58,7 +58,7 @@ def cc_loss(logits, Y):
 
     Computed as ``logsumexp`` of the log-probabilities over the candidates,
     so it needs no ``eps`` and stays finite when the set's mass is tiny.
-    Unlike :func:`~sklearn_npll._disambiguation.partial_cross_entropy`,
+    Unlike :func:`~sklearn_npll._methods.label_math.partial_cross_entropy`,
     rows whose set holds every class are not excluded: they contribute 0 to
     the sum and count in the mean, as in the reference code.
 

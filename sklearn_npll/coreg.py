@@ -9,11 +9,11 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from . import _disambiguation as dis
-from . import _distributed
-from ._base import PartialLabelNet
-from ._division import class_trust_probabilities, trust_probabilities
-from ._nets import CoRegNetwork, CoRegState, per_chunk_batch_norm
+from ._methods import label_math as dis
+from ._estimator import data_parallel as _distributed
+from ._estimator.base import PartialLabelNet
+from ._methods.division import class_trust_probabilities, trust_probabilities
+from ._nn.networks import CoRegNetwork, CoRegState, per_chunk_batch_norm
 
 __all__ = ["CoRegClassifier"]
 
@@ -391,7 +391,7 @@ class CoRegClassifier(PartialLabelNet):
         "predict_networks": [StrOptions({"both", "first"})],
     }
 
-    # trains data-parallel under torchrun (see sklearn_npll._distributed)
+    # trains data-parallel under torchrun (see sklearn_npll._estimator.data_parallel)
     _data_parallel = True
 
     _log_keys_ignored = ("loss_pce", "loss_ne", "loss_x", "loss_u", "loss_prototype",

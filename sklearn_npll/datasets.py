@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._candidates import _as_numpy, _check_classes, _format_list, _label_positions, check_candidates
+from ._data.candidates import _as_numpy, _check_classes, _format_list, _label_positions, check_candidates
 
 __all__ = [
     "make_partial_labels",

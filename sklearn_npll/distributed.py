@@ -7,7 +7,7 @@ from contextlib import contextmanager
 import joblib
 import numpy as np
 
-from ._sharded import annotate_sharded
+from ._vlm.sharding import annotate_sharded
 
 __all__ = ["annotate_sharded", "cluster_backend"]
 

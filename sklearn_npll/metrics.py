@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._candidates import _as_numpy, _format_list, _label_positions, check_candidates
+from ._data.candidates import _as_numpy, _format_list, _label_positions, check_candidates
 
 __all__ = ["covering_rate", "covering_rate_scorer"]
 

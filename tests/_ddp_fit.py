@@ -14,7 +14,7 @@ from skorch.callbacks import Callback, Checkpoint
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sklearn_npll import CoRegClassifier, make_partial_labels  # noqa: E402
-from sklearn_npll._backbones import SmallCNN  # noqa: E402
+from sklearn_npll._nn.backbones import SmallCNN  # noqa: E402
 
 HISTORY_KEYS = ["loss_pce", "loss_x", "loss_u", "loss_prototype", "loss_contrastive",
                 "n_trusted_a", "n_trusted_b", "train_loss"]

@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 open_clip = pytest.importorskip("open_clip")
 
 from _common import TINY_CLIP_NAME, record_batch_sizes, save_tiny_clip  # noqa: E402
-from sklearn_npll._inputs import AnnotatedImages  # noqa: E402
+from sklearn_npll._data.inputs import AnnotatedImages  # noqa: E402
 from sklearn_npll.annotate import SMALL_TEMPLATES, VLMPartialAnnotator  # noqa: E402
 
 CLASSES = ["cat", "dog", "car", "plane", "ship", "frog"]
@@ -333,8 +333,8 @@ def test_verbose_progress(parts, images, capsys):
     assert "Annotating" in err and "templates x 6 classes" in err
 
 
-@pytest.mark.parametrize("name", ["annotate", "_vlm_hub", "_vlm_cache", "_vlm_images",
-                                  "_vlm_report", "_templates"])
+@pytest.mark.parametrize("name", ["annotate", "_vlm.hub", "_vlm.cache", "_vlm.images",
+                                  "_vlm.report", "_vlm.templates"])
 def test_annotator_does_not_import_the_classifier(name):
     import importlib
 

@@ -18,7 +18,7 @@ open_clip = pytest.importorskip("open_clip")
 
 from _common import TINY_CLIP_NAME, record_batch_sizes, save_tiny_clip  # noqa: E402
 from sklearn_npll import VLMPartialAnnotator  # noqa: E402
-from sklearn_npll._vlm_cache import TEXT_CACHE, model_digests  # noqa: E402
+from sklearn_npll._vlm.cache import TEXT_CACHE, model_digests  # noqa: E402
 
 CLASSES = ["cat", "dog", "car"]
 
@@ -78,7 +78,7 @@ def test_changed_block_outside_any_sample_is_a_cache_miss(checkpoint, images, tm
 
 
 def test_model_digest_is_computed_once_and_follows_in_place_changes(checkpoint, monkeypatch):
-    import sklearn_npll._vlm_cache as cache
+    import sklearn_npll._vlm.cache as cache
 
     model = open_clip.create_model(TINY_CLIP_NAME, pretrained=checkpoint)
     hashed = []
@@ -324,7 +324,7 @@ def test_report_without_pandas_is_a_dict_of_columns(checkpoint, images, monkeypa
 
 def test_pickle_leaves_the_model_out_and_loads_it_again(checkpoint, images, tmp_path,
                                                         tower_calls, monkeypatch):
-    from sklearn_npll._vlm_hub import load_open_clip
+    from sklearn_npll._vlm.hub import load_open_clip
 
     path = tmp_path / "model.pt"
     path.write_bytes(open(checkpoint, "rb").read())
@@ -460,7 +460,7 @@ def test_pipeline_memory_caches_the_annotation_step(checkpoint, images, tmp_path
     from sklearn.pipeline import Pipeline
 
     import sklearn_npll.annotate as module
-    from sklearn_npll._vlm_hub import load_open_clip
+    from sklearn_npll._vlm.hub import load_open_clip
 
     loads = []
     monkeypatch.setattr(module, "load_open_clip",

@@ -12,8 +12,8 @@ open_clip = pytest.importorskip("open_clip")
 
 from _common import TINY_CLIP_NAME, save_tiny_clip  # noqa: E402
 from sklearn_npll import VLMPartialAnnotator  # noqa: E402
-from sklearn_npll import _vlm_images  # noqa: E402
-from sklearn_npll._vlm_images import ImageSource, draft_size, file_key  # noqa: E402
+from sklearn_npll._vlm import images as _vlm_images  # noqa: E402
+from sklearn_npll._vlm.images import ImageSource, draft_size, file_key  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from sklearn_npll._augment import (
+from sklearn_npll._nn.augment import (
     STRONG_OPS,
     FeatureAugment,
     Normalize,

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sklearn_npll._backbones import MLP, PreActResNet18, SmallCNN, default_encoder
+from sklearn_npll._nn.backbones import MLP, PreActResNet18, SmallCNN, default_encoder
 
 
 def n_params(module):

@@ -15,8 +15,8 @@ from torch import nn
 
 from sklearn_npll import (AnnotatedImages, CCClassifier, PRODENClassifier,
                           covering_rate_scorer, make_partial_labels)
-from sklearn_npll._backbones import MLP, SmallCNN
-from sklearn_npll._nets import ClassifierNetwork
+from sklearn_npll._nn.backbones import MLP, SmallCNN
+from sklearn_npll._nn.networks import ClassifierNetwork
 from sklearn_npll.baselines import cc_loss, proden_loss
 from sklearn_npll.callbacks import TrainingCheckpoint
 

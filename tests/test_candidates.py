@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sklearn_npll._candidates import check_candidates
+from sklearn_npll._data.candidates import check_candidates
 
 SETTINGS = settings(max_examples=40, deadline=None)
 

@@ -15,7 +15,7 @@ import pytest
 from skorch.callbacks import Callback, LoadInitState
 
 from sklearn_npll import CCClassifier, CoRegClassifier, PRODENClassifier
-from sklearn_npll import callbacks as callbacks_module
+from sklearn_npll.callbacks import checkpoint as callbacks_module
 from sklearn_npll.callbacks import CheckpointError, TrainingCheckpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ from torch import nn
 
 from sklearn_npll import AnnotatedImages, CoRegClassifier, make_partial_labels
 from sklearn_npll.callbacks import TrainingCheckpoint
-from sklearn_npll._backbones import MLP, PreActResNet18, SmallCNN
-from sklearn_npll._nets import CoRegNetwork
+from sklearn_npll._nn.backbones import MLP, PreActResNet18, SmallCNN
+from sklearn_npll._nn.networks import CoRegNetwork
 
 from _common import NaNEncoder
 
@@ -343,7 +343,7 @@ def test_class_prior_options(data):
 def test_batched_no_grad_passes_equal_separate_passes():
     """The weak-view passes run as one forward with batch norm per chunk:
     outputs and running statistics match separate passes."""
-    from sklearn_npll._nets import per_chunk_batch_norm
+    from sklearn_npll._nn.networks import per_chunk_batch_norm
 
     torch.manual_seed(0)
     make = lambda: CoRegNetwork(SmallCNN(1, width=8), 3, (1, 8, 8), n_samples=4)

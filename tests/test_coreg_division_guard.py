@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sklearn_npll import CoRegClassifier
-from sklearn_npll._division import class_trust_probabilities, trust_probabilities
+from sklearn_npll._methods.division import class_trust_probabilities, trust_probabilities
 
 FAST = dict(max_epochs=4, warmup_epochs=2, start_contrastive=0, batch_size=16,
             queue_size=64, proj_dim=8, module__hidden_sizes=(16,), random_state=0)

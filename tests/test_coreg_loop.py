@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.mixture import GaussianMixture
 
-import sklearn_npll._disambiguation as dis
-import sklearn_npll._division as division_module
+import sklearn_npll._methods.label_math as dis
+import sklearn_npll._methods.division as division_module
 import sklearn_npll.coreg as coreg_module
 from sklearn_npll import CoRegClassifier, make_partial_labels
-from sklearn_npll._division import trust_probabilities
-from sklearn_npll._nets import CoRegNetwork, CoRegState
+from sklearn_npll._methods.division import trust_probabilities
+from sklearn_npll._nn.networks import CoRegNetwork, CoRegState
 
 WARMUP = 2
 START = 0          # contrastive terms off at epoch 2, on at epoch 3

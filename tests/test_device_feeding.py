@@ -12,14 +12,14 @@ import torch
 from torch import nn
 
 from sklearn_npll import CoRegClassifier, PRODENClassifier
-from sklearn_npll._backbones import MLP, SmallCNN
-from sklearn_npll._base import (
+from sklearn_npll._nn.backbones import MLP, SmallCNN
+from sklearn_npll._estimator.base import (
     DEVICE_STORE_SHARE,
     _resolve_precision,
     _store_fits_on_device,
     _use_channels_last,
 )
-from sklearn_npll._inputs import TensorData
+from sklearn_npll._data.inputs import TensorData
 
 X = np.random.default_rng(0).integers(0, 256, (24, 16, 16, 3), dtype=np.uint8)
 Y = np.arange(24) % 3

@@ -1,4 +1,4 @@
-"""Property tests of the Co-Reg label math (sklearn_npll._disambiguation).
+"""Property tests of the Co-Reg label math (sklearn_npll._methods.label_math).
 
 Each property is chosen so that a wrong formula (inverted ratio, missing
 normalisation, wrong mask, wrong order of the moving average, ...) fails it.
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sklearn_npll._disambiguation import (
+from sklearn_npll._methods.label_math import (
     co_pseudo_labels,
     contrastive_masks,
     distribution_alignment,

@@ -9,7 +9,7 @@ import pytest
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
 
 from sklearn_npll import CoRegClassifier, make_partial_labels
-from sklearn_npll._sharded import _WORKER_ANNOTATORS
+from sklearn_npll._vlm.sharding import _WORKER_ANNOTATORS
 from sklearn_npll.distributed import RayShared, annotate_sharded, cluster_backend
 
 distributed = pytest.importorskip("distributed", reason="needs the 'dask' extra")

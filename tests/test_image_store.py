@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageFile
 
 from sklearn_npll import CCClassifier, CoRegClassifier, PRODENClassifier
-from sklearn_npll._image_store import AUTO_SIZE_CAP, fit_to_size, load_images
+from sklearn_npll._data.image_store import AUTO_SIZE_CAP, fit_to_size, load_images
 
 SMALL = dict(module__width=8, batch_size=8, random_state=0)  # SmallCNN under 32 px
 COREG = dict(SMALL, max_epochs=2, warmup_epochs=1, start_contrastive=0, queue_size=32,

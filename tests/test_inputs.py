@@ -13,7 +13,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import _safe_indexing
 from torch.utils.data import Dataset, TensorDataset
 
-from sklearn_npll._inputs import (
+from sklearn_npll._data.inputs import (
     AnnotatedImages,
     DatasetImages,
     FileImages,

@@ -28,7 +28,7 @@ import sys, time
 from pathlib import Path
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
 from skorch.callbacks import Callback
-from sklearn_npll import callbacks as cb
+from sklearn_npll.callbacks import checkpoint as cb
 from test_checkpoints import X, Y, make
 folder, where = Path(sys.argv[2]), sys.argv[3]
 

@@ -9,7 +9,7 @@ from sklearn.model_selection import GridSearchCV
 from _common import TINY_CLIP_NAME, record_batch_sizes, save_tiny_clip
 from sklearn.pipeline import Pipeline
 from sklearn_npll import CoRegClassifier
-from sklearn_npll._backbones import SmallCNN
+from sklearn_npll._nn.backbones import SmallCNN
 from sklearn_npll.annotate import VLMPartialAnnotator
 
 CLASSES = ["cat", "dog", "car"]

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sklearn_npll._disambiguation import (
+from sklearn_npll._methods.label_math import (
     contrastive_masks,
     noisy_supcon_loss,
     supcon_loss_from_labels,

@@ -35,14 +35,14 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 from torch import nn
 
-from . import _distributed
-from ._augment import Normalize, PerSample, channel_stats, make_augmenters
-from ._backbones import default_encoder
-from ._callbacks import CosineLR
-from ._candidates import check_candidates
-from ._image_store import check_image_size, load_images
-from ._inputs import AnnotatedImages, InputData, TensorData, _is_pil_image, as_input_data
-from .metrics import covering_rate
+from . import data_parallel as _distributed
+from .._nn.augment import Normalize, PerSample, channel_stats, make_augmenters
+from .._nn.backbones import default_encoder
+from ..callbacks.lr import CosineLR
+from .._data.candidates import check_candidates
+from .._data.image_store import check_image_size, load_images
+from .._data.inputs import AnnotatedImages, InputData, TensorData, _is_pil_image, as_input_data
+from ..metrics import covering_rate
 
 __all__ = ["PartialLabelNet"]
 

@@ -17,7 +17,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from ._candidates import _format_list
+from .._data.candidates import _format_list
 
 # Seconds allowed to open a TCP connection to a download host.
 _PROBE_TIMEOUT = 5.0

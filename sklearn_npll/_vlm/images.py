@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from ._inputs import AnnotatedImages, as_input_data
+from .._data.inputs import AnnotatedImages, as_input_data
 
 
 def _digest(*parts):
@@ -196,7 +196,7 @@ def embed_images(source, encode, preprocess, memory, disk=None, batch_size=256, 
 
     Images are keyed (files by their bytes, arrays by their pixels) and
     looked up chunk by chunk in ``memory`` (a dict, filled with what is
-    encoded) and ``disk`` (a :class:`~sklearn_npll._vlm_cache.DiskCache` or
+    encoded) and ``disk`` (a :class:`~sklearn_npll._vlm.cache.DiskCache` or
     None); only the misses are decoded and preprocessed, by ``workers``
     threads, and encoded in full batches of ``batch_size`` by ``encode``
     (float batch -> normalised numpy embeddings) in one model thread, so

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ._candidates import check_candidates
+from .candidates import check_candidates
 
 __all__ = [
     "InputData",
@@ -110,7 +110,7 @@ class InputData(Dataset):
     Examples
     --------
     >>> import numpy as np
-    >>> from sklearn_npll._inputs import as_input_data
+    >>> from sklearn_npll._data.inputs import as_input_data
     >>> data = as_input_data(np.zeros((4, 8, 8), dtype=np.uint8))
     >>> len(data), data.sample_shape, data.get_batch([0, 2]).shape
     (4, (1, 8, 8), torch.Size([2, 1, 8, 8]))
@@ -183,7 +183,7 @@ class TensorData(InputData):
     Examples
     --------
     >>> import torch
-    >>> from sklearn_npll._inputs import TensorData
+    >>> from sklearn_npll._data.inputs import TensorData
     >>> data = TensorData(torch.zeros(5, 3, 4, 4, dtype=torch.uint8))
     >>> data.get_batch([4, 0]).shape
     torch.Size([2, 3, 4, 4])
@@ -264,7 +264,7 @@ class FileImages(InputData):
     >>> import os, tempfile
     >>> import numpy as np
     >>> from PIL import Image
-    >>> from sklearn_npll._inputs import FileImages
+    >>> from sklearn_npll._data.inputs import FileImages
     >>> folder = tempfile.mkdtemp()
     >>> paths = [os.path.join(folder, f"{i}.png") for i in range(3)]
     >>> for p in paths:
@@ -360,7 +360,7 @@ class DatasetImages(InputData):
     --------
     >>> import torch
     >>> from torch.utils.data import TensorDataset
-    >>> from sklearn_npll._inputs import DatasetImages
+    >>> from sklearn_npll._data.inputs import DatasetImages
     >>> ds = TensorDataset(torch.rand(4, 3, 8, 8), torch.arange(4))
     >>> data = DatasetImages(ds)
     >>> data.sample_shape, data.dtype
@@ -701,7 +701,7 @@ def as_input_data(X):
     Examples
     --------
     >>> import numpy as np
-    >>> from sklearn_npll._inputs import as_input_data
+    >>> from sklearn_npll._data.inputs import as_input_data
     >>> data = as_input_data(np.zeros((10, 32, 32, 3), dtype=np.uint8))
     >>> data.kind, data.sample_shape, data.dtype
     ('images', (3, 32, 32), torch.uint8)
@@ -791,7 +791,7 @@ class AnnotatedImages:
     Examples
     --------
     >>> import numpy as np
-    >>> from sklearn_npll._inputs import AnnotatedImages
+    >>> from sklearn_npll._data.inputs import AnnotatedImages
     >>> data = AnnotatedImages(np.zeros((3, 8, 8), dtype=np.uint8),
     ...                        [[1, 0], [1, 1], [0, 1]], ["cat", "dog"])
     >>> len(data), data[[0, 2]].candidates.tolist()

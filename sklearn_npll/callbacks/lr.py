@@ -1,4 +1,4 @@
-"""skorch callbacks used by the partial-label estimators."""
+"""Learning-rate schedules: the estimators' default cosine, continued without a jump."""
 
 import math
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._candidates import check_candidates
+from .._data.candidates import check_candidates
 
 
 def _table(columns):

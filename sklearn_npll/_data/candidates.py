@@ -246,7 +246,7 @@ def check_candidates(Y, *, n_samples=None, classes=None):
 
     Examples
     --------
-    >>> from sklearn_npll._candidates import check_candidates
+    >>> from sklearn_npll._data.candidates import check_candidates
     >>> Y, classes = check_candidates([{"cat"}, {"cat", "dog"}])
     >>> Y
     array([[1, 0],

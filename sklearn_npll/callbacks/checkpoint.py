@@ -1,4 +1,4 @@
-"""skorch callbacks for the partial-label estimators."""
+"""Checkpoints that resume a fit exactly: atomic saves, checked loads."""
 
 import hashlib
 import io
@@ -15,9 +15,8 @@ from skorch.callbacks import Checkpoint, LRScheduler
 from skorch.history import History
 from skorch.utils import noop
 
-from ._callbacks import CosineLR
 
-__all__ = ["CheckpointError", "CosineLR", "TrainingCheckpoint"]
+__all__ = ["CheckpointError", "TrainingCheckpoint"]
 
 MANIFEST = "checkpoint.json"
 _FORMAT = 1

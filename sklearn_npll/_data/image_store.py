@@ -2,7 +2,7 @@
 
 The classifiers train on many passes over their images. :func:`load_images`
 turns file paths, lists of PIL images and torch datasets into an in-memory
-:class:`~sklearn_npll._inputs.TensorData` (or one backed by a temporary
+:class:`~sklearn_npll._data.inputs.TensorData` (or one backed by a temporary
 memory-mapped file when it would exceed a memory budget) at the training
 resolution, decoding each image exactly once with parallel workers (a torch
 ``DataLoader``) and JPEG draft mode, so a large photo is decoded at a reduced
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ._inputs import (
+from .inputs import (
     _GREY_MODES,
     AnnotatedImages,
     InputData,
@@ -323,7 +323,7 @@ def load_images(X, image_size="auto", *, mode=None, memory_budget=DEFAULT_MEMORY
     Parameters
     ----------
     X : object
-        Anything :func:`~sklearn_npll._inputs.as_input_data` accepts; lists of
+        Anything :func:`~sklearn_npll._data.inputs.as_input_data` accepts; lists of
         PIL images or paths may mix sizes and colour modes.
     image_size : "auto", None, int or (h, w)
         Size policy; see the module documentation.
@@ -379,7 +379,7 @@ def load_images(X, image_size="auto", *, mode=None, memory_budget=DEFAULT_MEMORY
 
 
 def _load_dataset(dataset, image_size, mode, verbose, store):
-    from ._inputs import DatasetImages
+    from .inputs import DatasetImages
 
     probe = DatasetImages(dataset)  # loads item 0: shape, dtype, grey or colour
     if probe.kind != "images":

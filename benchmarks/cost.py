@@ -189,9 +189,9 @@ class _Timers:
 def _coreg_class(timers):
     import torch
 
-    import sklearn_npll._estimator.base as base_mod
+    import sklearn_npll._estimator.context as context_mod
     import sklearn_npll._methods.label_math as dis
-    import sklearn_npll.coreg as coreg_mod
+    import sklearn_npll._methods.coreg as coreg_mod
     from sklearn_npll import CoRegClassifier
 
     if timers is None:
@@ -210,7 +210,7 @@ def _coreg_class(timers):
             return "contrastive: query forward"
         return "mixed batch: forward"
 
-    # module-level functions that coreg.py looks up at call time
+    # module-level functions that the Co-Reg trainer looks up at call time
     for name, phase in [("supcon_loss_from_labels", "contrastive: loss"),
                         ("update_prototypes", "prototypes"),
                         ("prototype_probs", "prototypes"),
@@ -219,7 +219,7 @@ def _coreg_class(timers):
         setattr(dis, name, timers.wrap(phase, getattr(dis, name)))
     coreg_mod.trust_probabilities = timers.wrap("division: mixture fit",
                                                 coreg_mod.trust_probabilities)
-    base_mod.FitContext.batch = timers.wrap("data: batch fetch", base_mod.FitContext.batch)
+    context_mod.FitContext.batch = timers.wrap("data: batch fetch", context_mod.FitContext.batch)
     orig_backward = torch.Tensor.backward
 
     def backward(self, *a, **k):
@@ -278,15 +278,17 @@ def _coreg_class(timers):
             state["query_next"] = False
             return super().run_epoch(epoch, ctx)
 
-        def _divide(self, epoch, k, net, ctx):
+    class ProfiledTrainer(coreg_mod.CoRegTrainer):
+        def divide(self, epoch, k, net):
             state["in_divide"] = True
             timers.enter("division: other (alignment, losses)")
             try:
-                return super()._divide(epoch, k, net, ctx)
+                return super().divide(epoch, k, net)
             finally:
                 timers.exit()
                 state["in_divide"] = False
 
+    ProfiledCoReg.trainer_class = ProfiledTrainer
     return ProfiledCoReg
 
 

@@ -347,11 +347,10 @@ def _callbacks():
             self.classes = np.unique(self.y)
 
         def on_epoch_end(self, net, **kwargs):
-            division = getattr(net, "_bench_divisions", None)
-            if not division:
-                return
-            for name, P in zip("ab", division):
-                P = np.asarray(P)
+            if np.isnan(net.history[-1].get("n_trusted_a", np.nan)):
+                return  # no division this epoch (warm-up)
+            for name, trust in zip("ab", net.trust_):
+                P = np.flatnonzero(trust > net.p_threshold)
                 net.history.record(f"trusted_clean_{name}",
                                    float(self.clean[P].mean()) if len(P) else float("nan"))
                 net.history.record(f"trusted_recall_{name}",
@@ -361,31 +360,12 @@ def _callbacks():
                 net.history.record(f"trusted_per_class_{name}",
                                    [round(float(trusted[self.y == c].mean()), 4)
                                     for c in self.classes])
-            net._bench_divisions = []
 
     return TestAccuracy, TrustedPrecision
 
 
-def _tracked_coreg():
-    from sklearn_npll import CoRegClassifier
-
-    class TrackedCoReg(CoRegClassifier):
-        """CoRegClassifier that remembers the trusted splits of the last
-        division (read by the TrustedPrecision callback); training is
-        unchanged."""
-
-        def _divide(self, epoch, k, net, ctx):
-            out = super()._divide(epoch, k, net, ctx)
-            if k == 0:
-                self._bench_divisions = []
-            self._bench_divisions.append(np.asarray(out["P"]))
-            return out
-
-    return TrackedCoReg
-
-
 def build_estimator(method, cfg, seed, callbacks, verbose):
-    from sklearn_npll.baselines import CCClassifier, PRODENClassifier
+    from sklearn_npll import CCClassifier, CoRegClassifier, PRODENClassifier
 
     common = dict(max_epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                   flip=cfg["flip"], device=cfg["device"], random_state=seed,
@@ -397,7 +377,7 @@ def build_estimator(method, cfg, seed, callbacks, verbose):
     if method == "proden":
         return PRODENClassifier(**common)
     if method in COREG_VARIANTS:
-        return _tracked_coreg()(warmup_epochs=cfg["warmup"],
+        return CoRegClassifier(warmup_epochs=cfg["warmup"],
                                 start_contrastive=cfg["start_contrastive"],
                                 **COREG_VARIANTS[method], **common)
     raise ValueError(f"unknown method {method!r}")

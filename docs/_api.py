@@ -59,6 +59,9 @@ IGNORED_CHECKS = {
 # of every method; the docs build leaves it to tests/test_docstrings.py.
 
 
+# The estimators' private base: PartialLabelNet and its mixins.
+BASE_PACKAGE = "sklearn_npll._estimator"
+
 # Overrides of skorch's or scikit-learn's methods that users call themselves;
 # other overrides (skorch's initialize_*, callback hooks) are internals.
 USER_API = {"fit", "partial_fit", "predict", "predict_proba", "score",
@@ -75,8 +78,8 @@ def is_documented_member(cls, name):
 
     A class's public members defined by this package are documented, except
     the training hooks (any other method that the estimators' private base
-    classes, ``PartialLabelNet`` and the underscored ones, define, wherever it
-    is overridden) and overrides of skorch's, torch's or scikit-learn's
+    classes, ``PartialLabelNet``, its mixins and the underscored ones, define,
+    wherever it is overridden) and overrides of skorch's, torch's or scikit-learn's
     methods outside :data:`USER_API`; what those libraries define is theirs.
     """
     if name.startswith("_") or re.fullmatch(r"set_\w+_request", name):
@@ -85,7 +88,8 @@ def is_documented_member(cls, name):
     if not owners or not _is_ours(owners[0]):
         return False
     hook_owners = [klass for klass in owners if klass is PartialLabelNet
-                   or (_is_ours(klass) and klass.__name__.startswith("_"))]
+                   or (_is_ours(klass) and (klass.__name__.startswith("_")
+                                            or klass.__module__.startswith(BASE_PACKAGE)))]
     if hook_owners and name not in USER_API:  # a training hook
         return False
     member = vars(owners[0])[name]

@@ -1,7 +1,7 @@
 """sklearn_npll: train image classifiers from noisy partial labels that a
 vision-language model proposes, with Co-Reg, the scikit-learn way."""
 
-from ._data.inputs import AnnotatedImages
+from ._data.annotated import AnnotatedImages
 from .annotate import SMALL_TEMPLATES, VLMPartialAnnotator
 from .baselines import CCClassifier, PRODENClassifier
 from .coreg import CoRegClassifier

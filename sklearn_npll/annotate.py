@@ -24,7 +24,6 @@ identities, the image and prompt embedding caches), ``_templates`` and
 ``_vlm_report``; this module holds the estimator.
 """
 
-import contextlib
 import io
 import os
 import re
@@ -40,7 +39,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._data.candidates import _format_list
-from ._data.inputs import AnnotatedImages
+from ._data.annotated import AnnotatedImages
 from ._vlm.templates import (
     SMALL_TEMPLATES,
     TEMPLATE_SETS,
@@ -57,6 +56,7 @@ from ._vlm.cache import (
     tokenizer_key,
     transform_key,
 )
+from ._runtime import autocast, resolve_device, resolve_precision
 from ._vlm.hub import load_open_clip
 from ._vlm.images import ImageSource, draft_size, embed_images
 from ._vlm.report import annotation_report
@@ -66,15 +66,6 @@ __all__ = ["VLMPartialAnnotator", "SMALL_TEMPLATES", "TEMPLATE_SETS"]
 
 # Upper bound on the elements of one (rows, templates, classes) score block.
 _SCORE_BLOCK = 1 << 22
-_LOW_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def _resolve_device(device):
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _module_device(module):
@@ -98,7 +89,7 @@ class _DeferredAnnotation:
     """The annotation of ``images`` by a frozen copy of a fitted annotator.
 
     What :meth:`VLMPartialAnnotator.transform` hands to
-    :class:`~sklearn_npll._data.inputs.AnnotatedImages`: a refit or ``set_params``
+    :class:`~sklearn_npll._data.annotated.AnnotatedImages`: a refit or ``set_params``
     of the annotator afterwards does not change it, and it pickles (without
     the vision-language model, which is loaded again if it must annotate).
     """
@@ -117,7 +108,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
 
     ``fit`` loads the model and encodes every (template, class) prompt once;
     ``transform`` encodes the images and returns them with their candidate
-    sets as an :class:`~sklearn_npll._data.inputs.AnnotatedImages`, which a
+    sets as an :class:`~sklearn_npll._data.annotated.AnnotatedImages`, which a
     partial-label classifier accepts as ``X``. No manual label is needed
     anywhere. Image embeddings are cached in memory and, with ``cache_dir``,
     on disk, keyed by the model and the image content, so annotating the same
@@ -204,8 +195,9 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         Extra names per class (``{"car": ["automobile"]}``). The text
         embeddings of a class's names are averaged for every template.
     precision : {"auto", "fp32", "fp16", "bf16"}, default="auto"
-        Compute precision of both towers. ``"auto"``: fp16 autocast on CUDA,
-        fp32 elsewhere. ``"fp16"`` / ``"bf16"`` run the model under
+        Compute precision of both towers. ``"auto"``: on CUDA bf16 autocast
+        where the GPU supports it, else fp16; fp32 elsewhere (the classifiers'
+        rule). ``"fp16"`` / ``"bf16"`` run the model under
         ``torch.autocast`` with that type; ``"fp32"`` runs in float32 and
         converts a model created at a lower precision (open_clip's
         ``precision="bf16"``, for instance) to float32 at ``fit``. Embeddings
@@ -452,19 +444,12 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         model.eval()
         if self.precision_ == "fp32" and _has_low_precision(model):
             model.float()
-        model.to(_resolve_device(self.device))
+        model.to(resolve_device(self.device))
         return model
-
-    def _resolve_precision(self, device):
-        if self.precision == "auto":
-            return "fp16" if device.type == "cuda" else "fp32"
-        return self.precision
 
     def _compute(self, device):
         """Context of every forward pass: autocast in fp16 / bf16."""
-        if self.precision_ == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=_LOW_PRECISION[self.precision_])
+        return autocast(self.precision_, device)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X=None, y=None):
@@ -494,8 +479,8 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
                 "mode='topk'; choose k <= n_classes."
             )
         model, preprocess, tokenizer = self._load_model()
-        device = _resolve_device(self.device)
-        self.precision_ = self._resolve_precision(device)
+        device = resolve_device(self.device)
+        self.precision_ = resolve_precision(self.precision, device)
         self._place_model(model)
 
         self.model_ = model
@@ -615,7 +600,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
                 "with (the model was changed in place, or the checkpoint file was "
                 "replaced); call fit again."
             )
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device)
         current = _module_device(self.model_)
         if current.type != device.type or (
             device.index is not None and current.index != device.index

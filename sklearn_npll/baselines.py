@@ -6,103 +6,28 @@ history.
 - :class:`CCClassifier`: the classifier-consistent loss (Feng et al.,
   NeurIPS 2020). On true labels (1-D ``y``, singleton sets) it is ordinary
   cross-entropy training: the supervised upper bound.
+
+Their losses and epochs live in :mod:`sklearn_npll._methods`.
 """
 
 import torch
-from torch import nn
-from torch.nn import functional as F
+from sklearn.utils._param_validation import StrOptions
 
-from ._methods import label_math as dis
 from ._estimator.base import PartialLabelNet
+from ._estimator.docstrings import fill_shared_docs
+from ._estimator.skorch_compat import finish_init
+from ._methods import label_math as lm
+from ._methods.cc import CCTrainer, cc_loss
+from ._methods.one_network import AUGMENTATIONS
+from ._methods.proden import PRODENState, PRODENTrainer, proden_loss
 from ._nn.networks import ClassifierNetwork
 
 __all__ = ["CCClassifier", "PRODENClassifier", "cc_loss", "proden_loss"]
 
-_AUGMENT_KINDS = {"weak": "weak", "strong": "strong", "none": "test"}
 
-
-# ---------------------------------------------------------------------------
-# Losses
-# ---------------------------------------------------------------------------
-
-
-def proden_loss(logits, weights):
-    """PRODEN's weighted cross-entropy ``mean_i -sum_j w_ij log p_ij``.
-
-    Parameters
-    ----------
-    logits : torch.Tensor of shape (n, C)
-        Network outputs before the softmax.
-    weights : torch.Tensor of shape (n, C)
-        Per-sample label weights, on the simplex and zero outside the
-        candidate set.
-
-    Returns
-    -------
-    loss : torch.Tensor
-        Scalar tensor.
-
-    Examples
-    --------
-    >>> import torch
-    >>> logits = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
-    >>> round(proden_loss(logits, torch.tensor([[0.5, 0.5, 0.0]])).item(), 4)
-    1.0397
-    """
-    weights = weights.to(dtype=logits.dtype, device=logits.device)
-    return -(weights * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-
-
-def cc_loss(logits, Y):
-    """Classifier-consistent loss ``mean_i -log(sum_{j in S_i} p_ij)``.
-
-    Computed as ``logsumexp`` of the log-probabilities over the candidates,
-    so it needs no ``eps`` and stays finite when the set's mass is tiny.
-    Unlike :func:`~sklearn_npll._methods.label_math.partial_cross_entropy`,
-    rows whose set holds every class are not excluded: they contribute 0 to
-    the sum and count in the mean, as in the reference code.
-
-    Parameters
-    ----------
-    logits : torch.Tensor of shape (n, C)
-        Network outputs before the softmax.
-    Y : torch.Tensor of shape (n, C)
-        0/1 candidate matrix; every row non-empty.
-
-    Returns
-    -------
-    loss : torch.Tensor
-        Scalar tensor.
-
-    Examples
-    --------
-    >>> import torch
-    >>> logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.3, 0.5]]))
-    >>> Y = torch.tensor([[1, 1, 0], [1, 1, 1]])
-    >>> round(cc_loss(logits, Y).item(), 4)  # (-log(0.75) - log(1)) / 2
-    0.1438
-    """
-    log_p = F.log_softmax(logits, dim=1)
-    masked = log_p.masked_fill(Y.to(log_p.device) <= 0, float("-inf"))
-    return -torch.logsumexp(masked, dim=1).mean()
-
-
-class PRODENState(nn.Module):
-    """PRODEN's per-sample label weights, kept as a buffer so that
-    checkpoints carry them.
-
-    Parameters
-    ----------
-    n_samples : int
-    n_classes : int
-
-    Attributes
-    ----------
-    weights : torch.Tensor of shape (n_samples, n_classes)
-        Uniform over each candidate set once :meth:`start` has run.
-    started : torch.Tensor (bool scalar)
-        Whether the weights have been initialised from the candidate sets.
-    """
+class _OneNetworkClassifier(PartialLabelNet):
+    """One ``ClassifierNetwork`` trained by a
+    :class:`~sklearn_npll._methods.one_network.OneNetworkTrainer`."""
 
     def __init__(self, n_samples, n_classes):
         super().__init__()
@@ -187,9 +112,13 @@ class _OneNetworkClassifier(PartialLabelNet):
         self.random_state = random_state
         self.warm_start = warm_start
         self.keep_training_state = keep_training_state
-        self._finish_init(kwargs)
+        finish_init(self, kwargs)
 
-    # ----------------------------------------------------------- networks
+    _parameter_constraints = {
+        **PartialLabelNet._parameter_constraints,
+        "augment": [StrOptions(set(AUGMENTATIONS))],
+    }
+
     def build_networks(self, encoder_factory):
         return {"module": ClassifierNetwork(encoder_factory(), self.n_classes_,
                                             self.sample_shape_)}
@@ -197,49 +126,8 @@ class _OneNetworkClassifier(PartialLabelNet):
     def inference_networks(self):
         return [self.module_]
 
-    # ------------------------------------------------------------- epochs
-    def _augment_kind(self):
-        if not isinstance(self.augment, str) or self.augment not in _AUGMENT_KINDS:
-            raise ValueError(
-                f"augment must be one of {sorted(_AUGMENT_KINDS)}; got {self.augment!r}.")
-        return _AUGMENT_KINDS[self.augment]
 
-    def begin_epoch(self, ctx):
-        """Hook run before the first batch of every epoch."""
-
-    def batch_loss(self, logits, rows, ctx):
-        """The loss of one batch (``rows`` index the training set)."""
-        raise NotImplementedError
-
-    def after_step(self, logits, rows, ctx):
-        """Hook run after each optimizer step with the batch's detached logits."""
-
-    def epoch_terms(self, ctx):
-        """Extra per-epoch values for the history."""
-        return {}
-
-    def run_epoch(self, epoch, ctx):
-        kind = self._augment_kind()
-        net = self.module_
-        self.begin_epoch(ctx)
-        net.train()
-        total, steps = 0.0, 0
-        batches = self.shuffled_batches(self.training_rows(ctx), self.batch_size, ctx)
-        self.announce_batches(len(batches), ctx)
-        for idx in batches:
-            rows = torch.as_tensor(idx, device=ctx.device)
-            x = ctx.batch(idx)
-            logits = net(ctx.augment(kind, x))
-            loss = self.batch_loss(logits, rows, ctx)
-            self.check_finite(epoch, {"loss": loss})
-            self.step_network(net, loss, (x, ctx.Y[rows]), logits)
-            self.after_step(logits.detach(), rows, ctx)
-            total += float(loss.detach())
-            steps += 1
-        self.history.record("train_batch_count", steps)
-        return {"loss": total / max(steps, 1), **self.epoch_terms(ctx)}
-
-
+@fill_shared_docs
 class PRODENClassifier(_OneNetworkClassifier):
     """PRODEN: progressive identification of the true labels.
 
@@ -261,116 +149,41 @@ class PRODENClassifier(_OneNetworkClassifier):
 
     Parameters
     ----------
-    module : None, nn.Module class or instance, default=None
-        The encoder, returning ``(batch, d)`` features. None chooses one from
-        the input: an MLP for feature vectors, a small CNN for images under
-        32 px, PreAct ResNet-18 from 32 px. Its constructor arguments are set
-        with ``module__<name>``.
+    {module}
     max_epochs : int, default=100
         Number of epochs.
     batch_size : int, default=256
         Training batch size.
-    lr : float, default=0.01
-        Initial learning rate.
-    momentum : float, default=0.9
-        SGD momentum (passed to optimizers that take it).
-    weight_decay : float, default=5e-4
-        Weight decay (passed to optimizers that take it).
-    optimizer : torch optimizer class, default=torch.optim.SGD
-        Extra arguments with ``optimizer__<name>``.
-    cosine_epochs : int or None, default=None
-        Period of the per-epoch cosine learning-rate schedule; None uses
-        ``max_epochs``.
-    augment : {"weak", "strong", "none"}, default="weak"
-        Which built-in augmentation the training batches get ("none":
-        normalisation only). The weight update uses the predictions on the
-        same augmented batch.
-    flip : bool, default=True
-        Random horizontal flips in the image augmentations (turn off for
-        digits, signs and text).
-    padding : int or None, default=None
-        Padding of the random crop; None: 4 px at 32 px, scaled with size.
-    weak_augment, strong_augment : callable or None, default=None
-        Your own per-sample transforms on one ``(C, H, W)`` tensor in
-        [0, 1], in place of the built-in weak and strong augmentations.
-    image_size : "auto", None, int or (height, width), default="auto"
-        Training size of image inputs. "auto" keeps images of one size as
-        they are and resizes mixed sizes to a square whose side is the
-        median shorter side, capped at 128 px (printed at ``verbose >= 1``);
-        an int (square) or a pair resizes every image: antialiased scaling
-        that keeps the aspect ratio until the image covers the target, then
-        a centre crop. None requires images of one size. The size used is
-        ``image_size_`` and is applied at prediction. Colour modes are
-        unified: grey (1 channel) if every image is grey, otherwise RGB
-        (alpha dropped, palettes expanded).
-    memory_budget : int or None, default=2**31
-        File paths, PIL images and datasets are decoded and resized once per
-        fit into a uint8 store (float32 for float datasets); a store larger
-        than this many bytes (2 GiB by default) is a memory-mapped temporary
-        file instead of memory. None keeps it in memory.
-    num_workers : int or None, default=None
-        Processes decoding images into the store (a torch ``DataLoader``'s
-        ``num_workers``; large JPEGs decode at reduced scale). None: one per
-        core, up to 8, for 256 images or more, otherwise none; -1: one per
-        core; 0: the main process.
-    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
-        Arithmetic of the forward passes (``torch.autocast``). "auto" is
-        "fp32" on the CPU (results bit-identical to "fp32") and, on CUDA,
-        "bf16" where the GPU supports it, else "fp16". "fp16" scales the loss
-        with a ``GradScaler``. On CUDA, convolutional networks also run in
-        ``channels_last`` memory format.
-    device_store : "auto" or bool, default="auto"
-        On CUDA, copy the whole training store to the GPU once ("auto": when
-        it takes at most half of the GPU's free memory); otherwise each batch
-        is gathered into pinned memory and copied without blocking.
-    validation_fraction : float or None, default=None
-        Hold out this fraction of the training samples and record the
-        covering rate of predictions on them as ``valid_covering_rate`` each
-        epoch. Held-out samples keep their initial (uniform) weights.
-    callbacks : list of (name, skorch callback) or None, default=None
-        Extra skorch callbacks (``Checkpoint``, ``EarlyStopping``,
-        ``EpochScoring``, ``GradientNormClipping``, ...). Training batches
-        reach them as ``batch=(inputs before augmentation, candidate rows)``
-        with the network's logits as ``y_pred``; validation batches
-        (``validation_fraction``) with the mean logits of prediction.
-        ``on_grad_computed`` carries the parameters of the network that
-        stepped. Scoring callbacks score against candidate sets: use
-        ``scoring=None`` (the covering rate) or
-        :func:`~sklearn_npll.metrics.covering_rate_scorer`; a string scorer
-        is refused at fit. An ``LRScheduler`` replaces the built-in cosine
-        schedule (:class:`~sklearn_npll.callbacks.CosineLR`).
-    verbose : int, default=0
-        1 prints a line per epoch, 2 adds a progress bar.
-    device : str, default="auto"
-        "auto" uses CUDA when available.
-    random_state : int, RandomState instance or None, default=None
-        Seeds every random draw of a fit: initialisation, data order and
-        augmentation.
-    warm_start : bool, default=False
-        ``fit`` continues from the current state (e.g. after a skorch
-        ``LoadInitState``) up to ``max_epochs`` epochs in total, on the
-        learning-rate schedule where it stopped, instead of re-initialising.
-        ``partial_fit`` trains one more epoch per call.
-    keep_training_state : bool, default=False
-        Whether pickles (and ``copy.copy``) of the fitted estimator keep the
-        state that only training needs (PRODEN's label weights, the
-        optimizer's buffers) so that
-        ``partial_fit`` or ``fit`` with ``warm_start=True`` can continue after
-        loading. By default a pickle holds what ``predict`` uses: the
-        networks' encoders and classifier heads, the normalisation, classes
-        and fitted attributes. ``copy.deepcopy`` always keeps everything;
-        :meth:`trim_for_prediction` drops the training state in place.
-    **kwargs
-        ``module__*``, ``optimizer__*`` and ``callbacks__*`` parameters.
+    {lr}
+    {momentum}
+    {weight_decay}
+    {optimizer}
+    {cosine_epochs}
+    {augment}
+        The weight update uses the predictions on the same augmented batch.
+    {flip}
+    {padding}
+    {weak_augment}
+    {image_size}
+    {memory_budget}
+    {num_workers}
+    {precision}
+    {device_store}
+    {validation_fraction}
+        Held-out samples keep their initial (uniform) weights.
+    {callbacks}
+    {verbose}
+    {device}
+    {random_state}
+    {warm_start}
+    {keep_training_state}
+        PRODEN's training state: its label weights.
+    {kwargs}
 
     Attributes
     ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels (names when known).
-    n_classes_ : int
-    image_size_ : tuple (height, width) or None
-        Size of the images the networks were trained on (None for feature
-        vectors).
+    {classes_}
+    {image_size_}
     module_ : ClassifierNetwork
         The network.
     proden_state_ : PRODENState
@@ -381,8 +194,7 @@ class PRODENClassifier(_OneNetworkClassifier):
         Per epoch: ``loss``, ``mean_max_weight`` (mean over the training
         samples of their largest weight: 1 when every set is disambiguated),
         ``train_loss``, ``train_batch_count``, ``lr``, ``dur``.
-    n_features_in_ : int
-        Only for feature-vector inputs.
+    {n_features_in_}
 
     See Also
     --------
@@ -404,29 +216,18 @@ class PRODENClassifier(_OneNetworkClassifier):
     (120, 2)
     """
 
+    trainer_class = PRODENTrainer
+
     def build_networks(self, encoder_factory):
         return {**super().build_networks(encoder_factory),
                 "proden_state": PRODENState(self.n_train_samples_, self.n_classes_)}
-
-    def begin_epoch(self, ctx):
-        self.proden_state_.start(ctx.Y)
-
-    def batch_loss(self, logits, rows, ctx):
-        return proden_loss(logits, self.proden_state_.weights[rows])
-
-    def after_step(self, logits, rows, ctx):
-        self.proden_state_.update(rows, ctx.Y[rows], torch.softmax(logits.float(), dim=1))
-
-    def epoch_terms(self, ctx):
-        rows = torch.as_tensor(self.training_rows(ctx), device=ctx.device)
-        return {"mean_max_weight":
-                float(self.proden_state_.weights[rows].max(dim=1).values.mean())}
 
     def after_fit(self, ctx):
         self.proden_state_.start(ctx.Y)  # a fit of zero epochs
         self.label_distribution_ = self.proden_state_.weights.detach().cpu().numpy().copy()
 
 
+@fill_shared_docs
 class CCClassifier(_OneNetworkClassifier):
     """CC: the classifier-consistent partial-label loss.
 
@@ -445,114 +246,38 @@ class CCClassifier(_OneNetworkClassifier):
 
     Parameters
     ----------
-    module : None, nn.Module class or instance, default=None
-        The encoder, returning ``(batch, d)`` features. None chooses one from
-        the input: an MLP for feature vectors, a small CNN for images under
-        32 px, PreAct ResNet-18 from 32 px. Its constructor arguments are set
-        with ``module__<name>``.
+    {module}
     max_epochs : int, default=100
         Number of epochs.
     batch_size : int, default=256
         Training batch size.
-    lr : float, default=0.01
-        Initial learning rate.
-    momentum : float, default=0.9
-        SGD momentum (passed to optimizers that take it).
-    weight_decay : float, default=5e-4
-        Weight decay (passed to optimizers that take it).
-    optimizer : torch optimizer class, default=torch.optim.SGD
-        Extra arguments with ``optimizer__<name>``.
-    cosine_epochs : int or None, default=None
-        Period of the per-epoch cosine learning-rate schedule; None uses
-        ``max_epochs``.
-    augment : {"weak", "strong", "none"}, default="weak"
-        Which built-in augmentation the training batches get ("none":
-        normalisation only).
-    flip : bool, default=True
-        Random horizontal flips in the image augmentations (turn off for
-        digits, signs and text).
-    padding : int or None, default=None
-        Padding of the random crop; None: 4 px at 32 px, scaled with size.
-    weak_augment, strong_augment : callable or None, default=None
-        Your own per-sample transforms on one ``(C, H, W)`` tensor in
-        [0, 1], in place of the built-in weak and strong augmentations.
-    image_size : "auto", None, int or (height, width), default="auto"
-        Training size of image inputs. "auto" keeps images of one size as
-        they are and resizes mixed sizes to a square whose side is the
-        median shorter side, capped at 128 px (printed at ``verbose >= 1``);
-        an int (square) or a pair resizes every image: antialiased scaling
-        that keeps the aspect ratio until the image covers the target, then
-        a centre crop. None requires images of one size. The size used is
-        ``image_size_`` and is applied at prediction. Colour modes are
-        unified: grey (1 channel) if every image is grey, otherwise RGB
-        (alpha dropped, palettes expanded).
-    memory_budget : int or None, default=2**31
-        File paths, PIL images and datasets are decoded and resized once per
-        fit into a uint8 store (float32 for float datasets); a store larger
-        than this many bytes (2 GiB by default) is a memory-mapped temporary
-        file instead of memory. None keeps it in memory.
-    num_workers : int or None, default=None
-        Processes decoding images into the store (a torch ``DataLoader``'s
-        ``num_workers``; large JPEGs decode at reduced scale). None: one per
-        core, up to 8, for 256 images or more, otherwise none; -1: one per
-        core; 0: the main process.
-    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
-        Arithmetic of the forward passes (``torch.autocast``). "auto" is
-        "fp32" on the CPU (results bit-identical to "fp32") and, on CUDA,
-        "bf16" where the GPU supports it, else "fp16". "fp16" scales the loss
-        with a ``GradScaler``. On CUDA, convolutional networks also run in
-        ``channels_last`` memory format.
-    device_store : "auto" or bool, default="auto"
-        On CUDA, copy the whole training store to the GPU once ("auto": when
-        it takes at most half of the GPU's free memory); otherwise each batch
-        is gathered into pinned memory and copied without blocking.
-    validation_fraction : float or None, default=None
-        Hold out this fraction of the training samples and record the
-        covering rate of predictions on them as ``valid_covering_rate`` each
-        epoch.
-    callbacks : list of (name, skorch callback) or None, default=None
-        Extra skorch callbacks (``Checkpoint``, ``EarlyStopping``,
-        ``EpochScoring``, ``GradientNormClipping``, ...). Training batches
-        reach them as ``batch=(inputs before augmentation, candidate rows)``
-        with the network's logits as ``y_pred``; validation batches
-        (``validation_fraction``) with the mean logits of prediction.
-        ``on_grad_computed`` carries the parameters of the network that
-        stepped. Scoring callbacks score against candidate sets: use
-        ``scoring=None`` (the covering rate) or
-        :func:`~sklearn_npll.metrics.covering_rate_scorer`; a string scorer
-        is refused at fit. An ``LRScheduler`` replaces the built-in cosine
-        schedule (:class:`~sklearn_npll.callbacks.CosineLR`).
-    verbose : int, default=0
-        1 prints a line per epoch, 2 adds a progress bar.
-    device : str, default="auto"
-        "auto" uses CUDA when available.
-    random_state : int, RandomState instance or None, default=None
-        Seeds every random draw of a fit: initialisation, data order and
-        augmentation.
-    warm_start : bool, default=False
-        ``fit`` continues from the current state (e.g. after a skorch
-        ``LoadInitState``) up to ``max_epochs`` epochs in total, on the
-        learning-rate schedule where it stopped, instead of re-initialising.
-        ``partial_fit`` trains one more epoch per call.
-    keep_training_state : bool, default=False
-        Whether pickles (and ``copy.copy``) of the fitted estimator keep the
-        state that only training needs (the optimizer's buffers) so that
-        ``partial_fit`` or ``fit`` with ``warm_start=True`` can continue after
-        loading. By default a pickle holds what ``predict`` uses: the
-        networks' encoders and classifier heads, the normalisation, classes
-        and fitted attributes. ``copy.deepcopy`` always keeps everything;
-        :meth:`trim_for_prediction` drops the training state in place.
-    **kwargs
-        ``module__*``, ``optimizer__*`` and ``callbacks__*`` parameters.
+    {lr}
+    {momentum}
+    {weight_decay}
+    {optimizer}
+    {cosine_epochs}
+    {augment}
+    {flip}
+    {padding}
+    {weak_augment}
+    {image_size}
+    {memory_budget}
+    {num_workers}
+    {precision}
+    {device_store}
+    {validation_fraction}
+    {callbacks}
+    {verbose}
+    {device}
+    {random_state}
+    {warm_start}
+    {keep_training_state}
+    {kwargs}
 
     Attributes
     ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels (names when known).
-    n_classes_ : int
-    image_size_ : tuple (height, width) or None
-        Size of the images the networks were trained on (None for feature
-        vectors).
+    {classes_}
+    {image_size_}
     module_ : ClassifierNetwork
         The network.
     label_distribution_ : ndarray of shape (n_samples, n_classes)
@@ -561,8 +286,7 @@ class CCClassifier(_OneNetworkClassifier):
     history_ : skorch History
         Per epoch: ``loss``, ``train_loss``, ``train_batch_count``, ``lr``,
         ``dur``.
-    n_features_in_ : int
-        Only for feature-vector inputs.
+    {n_features_in_}
 
     See Also
     --------
@@ -583,10 +307,8 @@ class CCClassifier(_OneNetworkClassifier):
     >>> upper = CCClassifier(max_epochs=5, batch_size=32, random_state=0).fit(X, y)
     """
 
-    def batch_loss(self, logits, rows, ctx):
-        return cc_loss(logits, ctx.Y[rows])
+    trainer_class = CCTrainer
 
     def after_fit(self, ctx):
         probs = torch.softmax(self._predict_logits(ctx.data), dim=1)
-        self.label_distribution_ = dis.restrict_to_candidates(
-            ctx.Y.cpu(), probs).numpy()
+        self.label_distribution_ = lm.restrict_to_candidates(ctx.Y.cpu(), probs).numpy()

@@ -1,23 +1,25 @@
 """CoRegClassifier: Co-Reg (Wang et al., AAAI 2025) as a scikit-learn
-classifier on skorch."""
+classifier on skorch. The estimator keeps the parameters, the networks and
+the fitted attributes; its epochs run in
+:class:`~sklearn_npll._methods.coreg.CoRegTrainer`."""
 
 import warnings
 from numbers import Integral, Real
 
-import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._methods import label_math as dis
-from ._estimator import data_parallel as _distributed
 from ._estimator.base import PartialLabelNet
-from ._methods.division import class_trust_probabilities, trust_probabilities
-from ._nn.networks import CoRegNetwork, CoRegState, per_chunk_batch_norm
+from ._estimator.docstrings import fill_shared_docs
+from ._estimator.skorch_compat import finish_init
+from ._methods import label_math as lm
+from ._methods.coreg import CoRegTrainer
+from ._nn.networks import CoRegNetwork, CoRegState
 
 __all__ = ["CoRegClassifier"]
 
 
+@fill_shared_docs
 class CoRegClassifier(PartialLabelNet):
     """Co-Reg: learn a classifier from noisy partial labels.
 
@@ -32,28 +34,18 @@ class CoRegClassifier(PartialLabelNet):
 
     Parameters
     ----------
-    module : None, nn.Module class or instance, default=None
-        The encoder (backbone) of both networks, returning ``(batch, d)``
-        features. None chooses one from the input: an MLP for feature
-        vectors, a small CNN for images under 32 px, PreAct ResNet-18 from
-        32 px. Its constructor arguments are set with ``module__<name>``.
+    {module}
     max_epochs : int, default=100
         Number of epochs (the reference uses 800 on CIFAR, 100 elsewhere).
     warmup_epochs : int, default=50
         Epochs of partial cross-entropy warm-up, each network on its own.
     batch_size : int, default=256
         Labeled (and unlabeled) batch size B; warm-up batches hold 2B.
-    lr : float, default=0.01
-        Initial SGD learning rate of each network.
-    momentum : float, default=0.9
-        SGD momentum.
-    weight_decay : float, default=5e-4
-        SGD weight decay.
-    optimizer : torch optimizer class, default=torch.optim.SGD
-        One instance per network; extra arguments with ``optimizer__<name>``.
-    cosine_epochs : int or None, default=None
-        Period E_cos of the cosine schedule; None uses ``max_epochs`` (the
-        reference hard-codes 800).
+    {lr}
+    {momentum}
+    {weight_decay}
+    {optimizer}
+    {cosine_epochs}
     sharpen_temperature : float, default=0.5
         Temperature T of pseudo-label sharpening.
     mixup_alpha : float, default=4.0
@@ -107,99 +99,34 @@ class CoRegClassifier(PartialLabelNet):
     use_unlabeled : bool, default=True
         Ablation switch: False discards the unlabeled split instead of
         training on it without labels.
-    flip : bool, default=True
-        Random horizontal flips in the augmentations (turn off for digits,
-        signs and text).
-    padding : int or None, default=None
-        Padding of the random crop; None: 4 px at 32 px, scaled with size.
-    weak_augment, strong_augment : callable or None, default=None
-        Your own per-sample transforms (e.g. ``torchvision.transforms.v2``)
-        on one ``(C, H, W)`` tensor in [0, 1] (uint8 input is converted), in
-        place of the built-in weak and strong augmentations.
-    image_size : "auto", None, int or (height, width), default="auto"
-        Training size of image inputs. "auto" keeps images of one size as
-        they are and resizes mixed sizes to a square whose side is the
-        median shorter side, capped at 128 px (printed at ``verbose >= 1``);
-        an int (square) or a pair resizes every image: antialiased scaling
-        that keeps the aspect ratio until the image covers the target, then
-        a centre crop. None requires images of one size. The size used is
-        ``image_size_`` and is applied at prediction. Colour modes are
-        unified: grey (1 channel) if every image is grey, otherwise RGB
-        (alpha dropped, palettes expanded).
-    memory_budget : int or None, default=2**31
-        File paths, PIL images and datasets are decoded and resized once per
-        fit into a uint8 store (float32 for float datasets); a store larger
-        than this many bytes (2 GiB by default) is a memory-mapped temporary
-        file instead of memory. None keeps it in memory.
-    num_workers : int or None, default=None
-        Processes decoding images into the store (a torch ``DataLoader``'s
-        ``num_workers``; large JPEGs decode at reduced scale). None: one per
-        core, up to 8, for 256 images or more, otherwise none; -1: one per
-        core; 0: the main process.
-    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
-        Arithmetic of the forward passes (``torch.autocast``). "auto" is
-        "fp32" on the CPU (results bit-identical to "fp32") and, on CUDA,
-        "bf16" where the GPU supports it, else "fp16". "fp16" scales the loss
-        with a ``GradScaler``. On CUDA, convolutional networks also run in
-        ``channels_last`` memory format.
-    device_store : "auto" or bool, default="auto"
-        On CUDA, copy the whole training store to the GPU once ("auto": when
-        it takes at most half of the GPU's free memory); otherwise each batch
-        is gathered into pinned memory and copied without blocking.
+    {flip}
+    {padding}
+    {weak_augment}
+    {image_size}
+    {memory_budget}
+    {num_workers}
+    {precision}
+    {device_store}
     predict_networks : {"both", "first"}, default="both"
         "first" predicts with network A alone, for half the inference cost.
-    validation_fraction : float or None, default=None
-        Hold out this fraction of the training samples and record the
-        covering rate of predictions on them as ``valid_covering_rate`` each
-        epoch (for skorch's ``EarlyStopping`` and ``Checkpoint``), with
-        ``valid_covering_rate_best`` and ``valid_loss`` (the mean negative
-        log of the probability on the candidate set).
-    callbacks : list of (name, skorch callback) or None, default=None
-        Extra skorch callbacks (``Checkpoint``, ``EarlyStopping``,
-        ``EpochScoring``, ``GradientNormClipping``, ...). Training batches
-        reach them as ``batch=(inputs before augmentation, candidate rows)``
-        with the network's logits as ``y_pred`` (Co-Reg: on the batch's first
-        weak view, or its strong view in warm-up); validation batches
-        (``validation_fraction``) with the mean logits of prediction.
-        ``on_grad_computed`` carries the parameters of the network that
-        stepped. Scoring callbacks score against candidate sets: use
-        ``scoring=None`` (the covering rate) or
-        :func:`~sklearn_npll.metrics.covering_rate_scorer`; a string scorer
-        is refused at fit. An ``LRScheduler`` replaces the built-in cosine
-        schedule (:class:`~sklearn_npll.callbacks.CosineLR`).
-    verbose : int, default=0
-        1 prints a line per epoch, 2 adds a progress bar.
-    device : str, default="auto"
-        "auto" uses CUDA when available.
-    random_state : int, RandomState instance or None, default=None
-        Seeds every random draw of a fit: initialisation, data order,
-        augmentation, MixUp and the mixtures.
-    warm_start : bool, default=False
-        ``fit`` continues from the current state (e.g. after a skorch
-        ``LoadInitState``) up to ``max_epochs`` epochs in total, on the
-        learning-rate schedule where it stopped, instead of re-initialising.
-        ``partial_fit`` trains one more epoch per call.
-    keep_training_state : bool, default=False
-        Whether pickles (and ``copy.copy``) of the fitted estimator keep the
-        state that only training needs (momentum encoders, projection heads,
-        key queues, prediction memories, prototypes and division loss
-        histories, the optimizer's buffers) so that
-        ``partial_fit`` or ``fit`` with ``warm_start=True`` can continue after
-        loading. By default a pickle holds what ``predict`` uses: the
-        networks' encoders and classifier heads, the normalisation, classes
-        and fitted attributes. ``copy.deepcopy`` always keeps everything;
-        :meth:`trim_for_prediction` drops the training state in place.
-    **kwargs
-        ``module__*``, ``optimizer__*`` and ``callbacks__*`` parameters.
+    {validation_fraction}
+    {callbacks}
+        Co-Reg's training batches carry the logits of the batch's first weak
+        view (its strong view in warm-up).
+    {verbose}
+    {device}
+    {random_state}
+        Co-Reg's own draws: MixUp and the mixtures.
+    {warm_start}
+    {keep_training_state}
+        Co-Reg's training state: momentum encoders, projection heads, key
+        queues, prediction memories, prototypes and division loss histories.
+    {kwargs}
 
     Attributes
     ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels (names when known).
-    n_classes_ : int
-    image_size_ : tuple (height, width) or None
-        Size of the images the networks were trained on (None for feature
-        vectors).
+    {classes_}
+    {image_size_}
     module_, module2_ : CoRegNetwork
         Networks A and B (encoder, heads, momentum copy, queue, memory).
     coreg_state_ : CoRegState
@@ -218,8 +145,7 @@ class CoRegClassifier(PartialLabelNet):
         (row 0: network A, row 1: network B); None before any division.
     label_distribution_ : ndarray of shape (n_samples, n_classes)
         Disambiguated label distribution of every training sample.
-    n_features_in_ : int
-        Only for feature-vector inputs.
+    {n_features_in_}
 
     Notes
     -----
@@ -362,7 +288,7 @@ class CoRegClassifier(PartialLabelNet):
         self.random_state = random_state
         self.warm_start = warm_start
         self.keep_training_state = keep_training_state
-        self._finish_init(kwargs)
+        finish_init(self, kwargs)
 
     _parameter_constraints = {
         **PartialLabelNet._parameter_constraints,
@@ -391,6 +317,7 @@ class CoRegClassifier(PartialLabelNet):
         "predict_networks": [StrOptions({"both", "first"})],
     }
 
+    trainer_class = CoRegTrainer
     # trains data-parallel under torchrun (see sklearn_npll._estimator.data_parallel)
     _data_parallel = True
 
@@ -413,8 +340,9 @@ class CoRegClassifier(PartialLabelNet):
         Parameters
         ----------
         X : array-like, list of images or paths, torch Dataset, or AnnotatedImages
-            Training inputs, as in :class:`PartialLabelNet`'s ``fit``: images,
-            a feature matrix, or the annotator's output.
+            Training inputs: images of shape (n, H, W), (n, H, W, C) or
+            (n, C, H, W), a feature matrix (n, d), or the annotator's output
+            (which also carries the candidate sets and class names).
         y : array-like of shape (n, C) or (n,), list of sets, or None
             Candidate matrix (0/1), labels (singleton sets) or sets of class
             names; None when ``X`` carries the candidates.
@@ -430,20 +358,14 @@ class CoRegClassifier(PartialLabelNet):
         -------
         self : CoRegClassifier
             The fitted estimator.
-        """
-        self._verified_arg = verified
-        try:
-            return super().fit(X, y)
-        finally:
-            self.__dict__.pop("_verified_arg", None)
 
-    def _verified(self, ctx):
-        """Boolean mask of the verified training samples (None if none),
-        checked against the candidate sets once per fit call."""
-        if "verified" not in ctx.extra:
-            ctx.extra["verified"] = _check_verified(
-                self.__dict__.get("_verified_arg"), ctx.Y)
-        return ctx.extra["verified"]
+        Notes
+        -----
+        With ``warm_start=True`` a fitted estimator continues up to
+        ``max_epochs`` epochs in total, as in :meth:`partial_fit`'s schedule.
+        """
+        return self._fit(X, y, fresh=not self.warm_start or not self.initialized_,
+                         epochs=None, verified=verified)
 
     # ----------------------------------------------------------- networks
     def build_networks(self, encoder_factory):
@@ -464,300 +386,17 @@ class CoRegClassifier(PartialLabelNet):
         raise ValueError(
             f"predict_networks must be 'both' or 'first'; got {self.predict_networks!r}.")
 
-    def _networks(self):
-        # both step through the one optimizer, a parameter group each
-        return [self.module_, self.module2_]
-
-    # ------------------------------------------------------------- epochs
-    def run_epoch(self, epoch, ctx):
-        self._verified(ctx)  # fail on a bad mask before any training
-        if epoch < self.warmup_epochs:
-            return self._warmup_epoch(epoch, ctx)
-        return self._coreg_epoch(epoch, ctx)
-
-    def _warmup_epoch(self, epoch, ctx):
-        sums = {"loss_pce": 0.0, "loss_ne": 0.0}
-        steps = 0
-        n_rows = len(self.training_rows(ctx))
-        self.announce_batches(2 * self.n_batches(n_rows, 2 * self.batch_size), ctx)
-        for k, net in enumerate(self._networks()):
-            net.train()
-            for idx in self.shuffled_batches(self.training_rows(ctx), 2 * self.batch_size, ctx):
-                rows = torch.as_tensor(idx, device=ctx.device)
-                x = ctx.batch(idx)
-                logits = net(ctx.augment("strong", x))
-                probs = torch.softmax(logits, dim=1)
-                terms = {"loss_pce": dis.partial_cross_entropy(probs, ctx.Y[rows]),
-                         "loss_ne": dis.negative_entropy(probs)}
-                loss = terms["loss_pce"] + terms["loss_ne"]
-                terms = _distributed.average(self, terms)
-                self.check_finite(epoch, terms, f" (warm-up, network {'AB'[k]})")
-                self.step_network(net, loss, (x, ctx.Y[rows]), logits)
-                rows, probs = _distributed.gather(self, rows, probs.detach())
-                net.memory[rows] = probs.to(net.memory.dtype)
-                for name, value in terms.items():
-                    sums[name] += float(value)
-                steps += 1
-        self.history.record("train_batch_count", steps)
-        terms = {name: total / max(steps, 1) for name, total in sums.items()}
-        # no division during warm-up: the split columns stay empty (NaN)
-        return {**terms, "n_trusted_a": np.nan, "n_trusted_b": np.nan, "noise_rate": np.nan,
-                "missing_classes_a": np.nan, "missing_classes_b": np.nan}
-
-    def _prior(self, ctx):
-        c = self.n_classes_
-        if self.class_prior is None:
-            return None
-        if isinstance(self.class_prior, str):
-            if self.class_prior != "candidates":
-                raise ValueError(
-                    f"class_prior must be None, 'candidates' or an array of {c} "
-                    f"probabilities; got {self.class_prior!r}.")
-            Y = ctx.Y[torch.as_tensor(self.training_rows(ctx), device=ctx.device)]
-            prior = (Y / Y.sum(1, keepdim=True)).mean(0)
-        else:
-            prior = torch.as_tensor(np.asarray(self.class_prior, dtype=np.float32),
-                                    device=ctx.device)
-            if prior.shape != (c,) or bool((prior <= 0).any()):
-                raise ValueError(
-                    f"class_prior must hold {c} positive values (one per class); got "
-                    f"shape {tuple(prior.shape)}.")
-        return prior / prior.sum()
-
-    @torch.no_grad()
-    def _divide(self, epoch, k, net, ctx):
-        """One weak-view pass over the training set: trust probabilities,
-        aligned predictions and the trusted/unlabeled split of network k."""
-        net.eval()
-        rows = self.training_rows(ctx)
-        local = _distributed.local_rows(self, rows)
-        probs = []
-        for start in range(0, len(local), 2 * self.batch_size):
-            idx = local[start:start + 2 * self.batch_size]
-            probs.append(torch.softmax(net(ctx.augment("weak", ctx.batch(idx))), dim=1))
-        probs = _distributed.gather(self, torch.cat(probs))
-        rows_t = torch.as_tensor(rows, device=ctx.device)
-        # All rows are refreshed before aligning with the memory's mean; the
-        # reference aligns batch by batch with a half-refreshed memory.
-        net.memory[rows_t] = probs.to(net.memory.dtype)
-        q = dis.distribution_alignment(probs, net.memory[rows_t].mean(0), self._prior(ctx))
-        losses = torch.zeros(len(ctx.data), device=ctx.device)
-        # floored at -log(1e-12) = 27.6 (the reference has no floor: inf, then
-        # NaN in the mixture); a floored loss sets the top of the min-max scale
-        losses[rows_t] = dis.minmax_normalize(dis.division_loss(q, ctx.Y[rows_t]))
-        # NaN weights must stop here with the divergence message, not in the mixture
-        self.check_finite(epoch, {"division": losses}, f" (division, network {'AB'[k]})")
-        averaged = self.coreg_state_.push_losses(k, losses)[rows_t]
-        averaged = averaged.cpu().numpy()
-        verified = self._verified(ctx)
-        free = np.ones(len(rows), bool) if verified is None else ~verified[rows]
-        w = np.ones(len(rows))  # verified samples are always trusted
-        # the class each division loss is computed on: the best candidate
-        labels = (ctx.Y[rows_t] * q).argmax(1).cpu().numpy()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            w[free] = trust_probabilities(averaged[free], random_state=ctx.rng)
-            if self.class_aware_division:
-                w[free] = np.maximum(w[free], class_trust_probabilities(
-                    averaged[free], labels[free], random_state=ctx.rng))
-        trust = torch.zeros(len(ctx.data), device=ctx.device)
-        trust[rows_t] = torch.as_tensor(w, dtype=torch.float32, device=ctx.device)
-        aligned = torch.zeros(len(ctx.data), self.n_classes_, device=ctx.device)
-        aligned[rows_t] = q
-        trusted = w > self.p_threshold
-        missing = np.setdiff1d(labels, labels[trusted])
-        self._warn_missing_classes(epoch, k, missing, ctx)
-        return {"w": trust, "q": aligned, "probs": probs,
-                "P": rows[trusted], "U": rows[~trusted], "n_missing": len(missing)}
-
-    def _warn_missing_classes(self, epoch, k, missing, ctx):
-        """Warn (once per fit call and network) when a class that some
-        training samples point to has no trusted sample: the partner then
-        learns it only from the unlabeled split, which usually erases it."""
-        if len(missing) == 0 or ctx.extra.get(f"warned_missing_{k}"):
-            return
-        ctx.extra[f"warned_missing_{k}"] = True
-        names = ", ".join(str(c) for c in self.classes_[missing])
-        hint = "" if self.class_aware_division else (
-            " Set class_aware_division=True, train a longer warm-up or a wider network, or "
-            "mark a few verified labels of these classes.")
-        warnings.warn(
-            f"Epoch {epoch}: network {'AB'[k]}'s trusted split holds no sample of "
-            f"class(es) {names}, the best candidate of other training samples; its partner "
-            f"will not learn them from labels.{hint} Shown once per fit; the history's "
-            "missing_classes_a/b count them every epoch.",
-            RuntimeWarning)
-
-    def _coreg_epoch(self, epoch, ctx):
-        key_branch = self.use_contrastive and epoch >= self.warmup_epochs + self.start_contrastive
-        if key_branch:
-            for net in self._networks():
-                net.sync_key()
-        divisions = [self._divide(epoch, k, net, ctx) for k, net in enumerate(self._networks())]
-        ctx.extra["divisions"] = divisions
-        # each network runs len(P) // B + 1 steps over its partner's trusted split P
-        self.announce_batches(sum(len(d["P"]) // self.batch_size + 1
-                                  for d in divisions if len(d["P"]) >= 2), ctx)
-        sums, counts, steps = {}, {}, 0
-        for a, b in ((0, 1), (1, 0)):
-            net, partner = self._networks()[a], self._networks()[b]
-            for terms in self._train_network(epoch, net, partner, divisions[b],
-                                             divisions[a], ctx, "AB"[a]):
-                for name, value in terms.items():
-                    sums[name] = sums.get(name, 0.0) + value
-                    counts[name] = counts.get(name, 0) + 1
-                steps += 1
-        self.history.record("train_batch_count", steps)
-        result = {name: total / counts[name] for name, total in sums.items()}
-        n = len(self.training_rows(ctx))
-        result["n_trusted_a"] = len(divisions[0]["P"])
-        result["n_trusted_b"] = len(divisions[1]["P"])
-        result["missing_classes_a"] = divisions[0]["n_missing"]
-        result["missing_classes_b"] = divisions[1]["n_missing"]
-        result["noise_rate"] = 1.0 - (result["n_trusted_a"] + result["n_trusted_b"]) / (2 * n)
-        return result
-
-    def _cycle(self, rows, ctx):
-        """Endless stream of batches over ``rows``, reshuffled each pass."""
-        while True:
-            yield from self.shuffled_batches(rows, self.batch_size, ctx)
-
-    def _train_network(self, epoch, net, partner, division, own_division, ctx, name):
-        """One pass of network ``net`` over its partner's trusted split."""
-        P, U = division["P"], division["U"]
-        if len(P) < 2:
-            warnings.warn(f"Epoch {epoch}: network {name}'s partner trusts {len(P)} "
-                          "sample(s); skipping its co-training this epoch.", RuntimeWarning)
-            return
-        use_u = self.use_unlabeled and len(U) > 1
-        warm = self.warmup_epochs
-        contrast_on = epoch > warm + self.start_contrastive
-        # The reference runs the key encoder, queue and (train-mode) query pass
-        # in every epoch after warm-up, even while their loss weight is zero.
-        # Skipping them changes no parameter update, only the batch-norm
-        # running statistics, hence eval-mode predictions slightly.
-        key_branch = self.use_contrastive and epoch >= warm + self.start_contrastive
-        # |P| // B + 1 as in the paper; the reference's ceil(|P| / B) is one
-        # fewer when B divides |P|.
-        num_iter = len(P) // self.batch_size + 1
-        labeled = self._cycle(P, ctx)
-        unlabeled = self._cycle(U, ctx) if use_u else None
-        r_source = division["q"] if self.use_co_pseudo_labels else own_division["q"]
-        net.train()
-        partner.eval()
-        state = self.coreg_state_
-        T = self.sharpen_temperature
-        for it in range(num_iter):
-            ix = next(labeled)
-            rows = torch.as_tensor(ix, device=ctx.device)
-            x = ctx.batch(ix)
-            nx = len(ix)
-            weak = [ctx.augment("weak", x), ctx.augment("weak", x)]
-            xs1, xs2 = ctx.augment("strong", x), ctx.augment("strong", x)
-            if use_u:
-                u = ctx.batch(next(unlabeled))
-                weak += [ctx.augment("weak", u), ctx.augment("weak", u)]
-                us1, us2 = ctx.augment("strong", u), ctx.augment("strong", u)
-            sizes = [len(view) for view in weak]
-            with torch.no_grad():
-                # The weak views of this network's four passes in one forward;
-                # batch norm still sees each view on its own (train mode).
-                with per_chunk_batch_norm(net, sizes):
-                    logits_w, z_w = net(torch.cat(weak), return_features=True)
-                probs_w = torch.softmax(logits_w, 1).split(sizes)
-                z_w1 = z_w[:nx]
-                p_mean = (probs_w[0] + probs_w[1]) / 2
-                tx = dis.sharpen(dis.co_pseudo_labels(ctx.Y[rows], r_source[rows], p_mean,
-                                                      division["w"][rows]), T)
-                if use_u:
-                    # The partner is in eval mode: one pass over both views
-                    # gives exactly what two passes would.
-                    pb1, pb2 = torch.softmax(partner(torch.cat(weak[2:])), 1).split(sizes[2:])
-                    tu = dis.sharpen(dis.unlabeled_targets(probs_w[2], probs_w[3], pb1, pb2), T)
-            views, targets = [xs1, xs2], [tx, tx]
-            if use_u:
-                views += [us1, us2]
-                targets += [tu, tu]
-            inputs, all_targets = torch.cat(views), torch.cat(targets)
-            lam = dis.sample_mixup_lambda(self.mixup_alpha, ctx.rng)
-            perm = torch.randperm(len(inputs), generator=ctx.generator).to(ctx.device)
-            mixed_x, mixed_t = dis.mixup(inputs, all_targets, lam, perm)
-            logits, z_mixed = net(mixed_x, return_features=True)
-            terms = {"loss_x": dis.mixed_cross_entropy(logits[:2 * nx], mixed_t[:2 * nx])}
-            loss = terms["loss_x"]
-            if use_u:
-                terms["loss_u"] = dis.mixed_mse(logits[2 * nx:], mixed_t[2 * nx:])
-                ramp = dis.rampup(epoch, it, num_iter, warm, self.rampup_length)
-                loss = loss + self.lambda_u * ramp * terms["loss_u"]
-            if self.use_prototypes:
-                state.prototypes.copy_(dis.update_prototypes(
-                    state.prototypes, *_distributed.gather(self, z_w1, tx.argmax(1)),
-                    self.prototype_momentum))
-                if contrast_on:
-                    s = dis.prototype_probs(z_mixed, state.prototypes,
-                                            self.prototype_temperature)
-                    terms["loss_prototype"] = dis.prototype_loss(
-                        s, all_targets, all_targets[perm], lam, 2 * nx, self.lambda_u)
-                    loss = loss + self.lambda_prototype * terms["loss_prototype"]
-            if key_branch:
-                net.momentum_update(self.key_momentum)
-                anchor_t = tx if not use_u else torch.cat([tx, tu])
-                flags = torch.zeros(len(anchor_t), dtype=torch.bool, device=ctx.device)
-                flags[:nx] = True
-                keys = net.key_features(xs2 if not use_u else torch.cat([xs2, us2]))
-                if contrast_on:
-                    _, queries = net(xs1 if not use_u else torch.cat([xs1, us1]),
-                                     return_features=True)
-                    queue_z, queue_t, queue_flags = net.queue()
-                    # noisy_supcon_loss on contrastive_masks, without building
-                    # the masks: a third of the time on feature vectors
-                    terms["loss_contrastive"] = dis.supcon_loss_from_labels(
-                        queries, keys, queue_z, anchor_t.argmax(1), flags,
-                        queue_t.argmax(1), queue_flags, self.contrastive_temperature)
-                    loss = loss + self.lambda_contrastive * terms["loss_contrastive"]
-                net.enqueue(*_distributed.gather(self, keys, anchor_t, flags))
-            values = _distributed.average(self, {k: float(v.detach()) for k, v in terms.items()})
-            self.check_finite(epoch, {**values, "train_loss": float(loss.detach())},
-                              f" (network {name})")
-            self.step_network(net, loss, (x, ctx.Y[rows]), logits_w[:nx])
-            yield values
-
     # ------------------------------------------------------ fitted results
     def after_fit(self, ctx):
-        divisions = ctx.extra.get("divisions")
-        Y = ctx.Y
+        divisions, Y = ctx.trainer.divisions, ctx.Y
         if divisions is None:
             self.trust_ = None
             probs = (self.module_.memory + self.module2_.memory) / 2
-            self.label_distribution_ = dis.restrict_to_candidates(Y, probs).cpu().numpy()
+            self.label_distribution_ = lm.restrict_to_candidates(Y, probs).cpu().numpy()
             return
         a, b = divisions
-        self.trust_ = torch.stack([a["w"], b["w"]]).cpu().numpy()
+        self.trust_ = torch.stack([a.trust, b.trust]).cpu().numpy()
         mem_a, mem_b = self.module_.memory, self.module2_.memory
-        dist = (dis.co_pseudo_labels(Y, b["q"], mem_a, b["w"])
-                + dis.co_pseudo_labels(Y, a["q"], mem_b, a["w"])) / 2
+        dist = (lm.co_pseudo_labels(Y, b.aligned, mem_a, b.trust)
+                + lm.co_pseudo_labels(Y, a.aligned, mem_b, a.trust)) / 2
         self.label_distribution_ = dist.cpu().numpy()
-
-
-def _check_verified(verified, Y):
-    """The ``verified`` fit parameter as a boolean numpy mask, or None."""
-    if verified is None:
-        return None
-    mask = np.asarray(verified.cpu() if isinstance(verified, torch.Tensor) else verified)
-    n = Y.shape[0]
-    if mask.shape != (n,) or mask.dtype.kind not in "bui" \
-            or (mask.dtype.kind != "b" and not np.isin(mask, (0, 1)).all()):
-        raise ValueError(
-            f"verified must be a boolean mask of shape ({n},), one entry per training "
-            f"sample; got an array of shape {mask.shape} and dtype {mask.dtype}.")
-    mask = mask.astype(bool)
-    if not mask.any():
-        return None
-    sizes = (Y[torch.as_tensor(mask, device=Y.device)] > 0).sum(1).cpu().numpy()
-    if (sizes != 1).any():
-        bad = np.flatnonzero(mask)[sizes != 1]
-        raise ValueError(
-            f"verified samples must have a single candidate (their known label); "
-            f"{len(bad)} have {sorted(set(sizes[sizes != 1].tolist()))} candidates, e.g. "
-            f"sample {bad[0]}.")
-    return mask

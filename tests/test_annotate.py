@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 open_clip = pytest.importorskip("open_clip")
 
 from _common import TINY_CLIP_NAME, record_batch_sizes, save_tiny_clip  # noqa: E402
-from sklearn_npll._data.inputs import AnnotatedImages  # noqa: E402
+from sklearn_npll._data.annotated import AnnotatedImages  # noqa: E402
 from sklearn_npll.annotate import SMALL_TEMPLATES, VLMPartialAnnotator  # noqa: E402
 
 CLASSES = ["cat", "dog", "car", "plane", "ship", "frog"]

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from sklearn.mixture import GaussianMixture
 
 import sklearn_npll._methods.label_math as dis
+from _reference_supcon import contrastive_masks, noisy_supcon_loss
 import sklearn_npll._methods.division as division_module
-import sklearn_npll.coreg as coreg_module
+import sklearn_npll._methods.coreg as coreg_module
 from sklearn_npll import CoRegClassifier, make_partial_labels
 from sklearn_npll._methods.division import trust_probabilities
 from sklearn_npll._nn.networks import CoRegNetwork, CoRegState
@@ -44,23 +45,30 @@ def strong(x):
     return 0.4 * x - 0.1
 
 
+class RecordingTrainer(coreg_module.CoRegTrainer):
+    """Records the networks, optimizer buffers and learning rate at the start
+    of every Co-Reg epoch."""
+
+    def coreg_epoch(self, epoch):
+        clf = self.estimator
+        clf.starts_[epoch] = {
+            "nets": [copy.deepcopy(clf.module_), copy.deepcopy(clf.module2_)],
+            "prototypes": clf.coreg_state_.prototypes.clone(),
+            "buffers": [_momentum_buffers(net, clf.optimizer_) for net in self.networks],
+            "lr": clf.optimizer_.param_groups[0]["lr"],
+        }
+        clf.current_epoch_ = epoch
+        return super().coreg_epoch(epoch)
+
+
 class RecordingCoReg(CoRegClassifier):
-    """Co-Reg with fixed affine views; records the networks, optimizer
-    buffers and learning rate at the start of every Co-Reg epoch."""
+    """Co-Reg with fixed affine views, recording its epochs."""
+
+    trainer_class = RecordingTrainer
 
     def _augmenters(self):
         return {"weak": lambda x, g: weak(x), "strong": lambda x, g: strong(x),
                 "test": lambda x, g: x}
-
-    def _coreg_epoch(self, epoch, ctx):
-        self.starts_[epoch] = {
-            "nets": [copy.deepcopy(self.module_), copy.deepcopy(self.module2_)],
-            "prototypes": self.coreg_state_.prototypes.clone(),
-            "buffers": [_momentum_buffers(net, self.optimizer_) for net in self._networks()],
-            "lr": self.optimizer_.param_groups[0]["lr"],
-        }
-        self.current_epoch_ = epoch
-        return super()._coreg_epoch(epoch, ctx)
 
 
 
@@ -484,13 +492,13 @@ def test_gradient_of_the_contrastive_loss_and_its_denominator():
     labels = torch.tensor([0, 1, 0, 1])
     flags = torch.tensor([1, 1, 0, 1])
     q_lab, q_flag = torch.tensor([0, 1, 1]), torch.tensor([1, 0, 1])
-    pos, ign = dis.contrastive_masks(labels, flags, q_lab, q_flag)
+    pos, ign = contrastive_masks(labels, flags, q_lab, q_flag)
     keys = F.normalize(_double(n, 5, seed=6) - 0.5, dim=1)
     queue = F.normalize(_double(m, 5, seed=7) - 0.5, dim=1)
     q0 = F.normalize(_double(n, 5, seed=8) - 0.5, dim=1)
 
     def loss(q):
-        return dis.noisy_supcon_loss(q, torch.cat([q, keys, queue]), pos, ign, tau)
+        return noisy_supcon_loss(q, torch.cat([q, keys, queue]), pos, ign, tau)
 
     _check(loss, q0)
     # closed form: L = -1/n sum_i [ mean_{p} s_ip - logsumexp_{a kept} s_ia ], s = q.F / tau

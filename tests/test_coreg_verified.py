@@ -7,18 +7,23 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_npll import CoRegClassifier
+from sklearn_npll._methods.coreg import CoRegTrainer
 
 FAST = dict(max_epochs=4, warmup_epochs=2, start_contrastive=0, batch_size=16,
             queue_size=64, proj_dim=8, module__hidden_sizes=(16,), random_state=0)
 
 
+class SplitRecordingTrainer(CoRegTrainer):
+    def divide(self, *args):
+        out = super().divide(*args)
+        self.estimator.splits_.append((out.trusted, out.unlabeled, out.trust.cpu().numpy()))
+        return out
+
+
 class SplitRecorder(CoRegClassifier):
     """Keeps the trusted and unlabeled splits of every division."""
 
-    def _divide(self, *args):
-        out = super()._divide(*args)
-        self.splits_.append((out["P"], out["U"], out["w"].cpu().numpy()))
-        return out
+    trainer_class = SplitRecordingTrainer
 
 
 def data(seed=0):
@@ -60,7 +65,7 @@ def test_verified_samples_are_trusted_by_both_networks_in_every_division():
 
 
 def test_mixture_is_fitted_without_the_verified_samples(monkeypatch):
-    import sklearn_npll.coreg as coreg_module
+    import sklearn_npll._methods.coreg as coreg_module
 
     sizes = []
     original = coreg_module.trust_probabilities

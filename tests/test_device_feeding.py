@@ -13,13 +13,14 @@ from torch import nn
 
 from sklearn_npll import CoRegClassifier, PRODENClassifier
 from sklearn_npll._nn.backbones import MLP, SmallCNN
-from sklearn_npll._estimator.base import (
+from sklearn_npll._runtime import (
     DEVICE_STORE_SHARE,
-    _resolve_precision,
-    _store_fits_on_device,
-    _use_channels_last,
+    resolve_precision,
+    store_fits_on_device,
+    use_channels_last,
 )
 from sklearn_npll._data.inputs import TensorData
+from sklearn_npll._estimator.context import keeps_store_on_device
 
 X = np.random.default_rng(0).integers(0, 256, (24, 16, 16, 3), dtype=np.uint8)
 Y = np.arange(24) % 3
@@ -45,10 +46,10 @@ def test_auto_is_fp32_on_cpu_bit_for_bit(cls, params):
 
 
 def test_auto_precision_choice():
-    assert _resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("auto", "cpu") == "fp32"
     expected = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16"
-    assert _resolve_precision("auto", "cuda") == expected
-    assert _resolve_precision("fp16", "cpu") == "fp16"
+    assert resolve_precision("auto", "cuda") == expected
+    assert resolve_precision("fp16", "cpu") == "fp16"
 
 
 def conv_output_dtypes(clf):
@@ -119,22 +120,22 @@ def free_gpu_memory(monkeypatch):
 def test_store_goes_to_the_gpu_only_within_its_share(free_gpu_memory):
     device = torch.device("cuda")
     free_gpu_memory["bytes"] = 1000
-    assert _store_fits_on_device(int(DEVICE_STORE_SHARE * 1000), device)
-    assert not _store_fits_on_device(int(DEVICE_STORE_SHARE * 1000) + 1, device)
+    assert store_fits_on_device(int(DEVICE_STORE_SHARE * 1000), device)
+    assert not store_fits_on_device(int(DEVICE_STORE_SHARE * 1000) + 1, device)
     data = TensorData(torch.zeros(10, 1, 10, 10, dtype=torch.uint8))   # 1000 bytes
     clf = PRODENClassifier()
-    assert not clf._store_on_device(data, device)
+    assert not keeps_store_on_device(clf, data, device)
     free_gpu_memory["bytes"] = 2000
-    assert clf._store_on_device(data, device)
-    assert not clf.set_params(device_store=False)._store_on_device(data, device)
+    assert keeps_store_on_device(clf, data, device)
+    assert not keeps_store_on_device(clf.set_params(device_store=False), data, device)
     free_gpu_memory["bytes"] = 0
-    assert clf.set_params(device_store=True)._store_on_device(data, device)
+    assert keeps_store_on_device(clf.set_params(device_store=True), data, device)
 
 
 def test_channels_last_only_for_convolutions_on_cuda():
     cnn, mlp = SmallCNN(in_channels=3, width=4), MLP(in_features=5)
-    assert _use_channels_last(cnn, "cuda")
-    assert not _use_channels_last(mlp, "cuda") and not _use_channels_last(cnn, "cpu")
+    assert use_channels_last(cnn, "cuda")
+    assert not use_channels_last(mlp, "cuda") and not use_channels_last(cnn, "cpu")
     clf = PRODENClassifier(**PRODEN).fit(X, Y)                 # CPU: default memory format
     conv = next(m for m in clf.module_.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous()

@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from _reference_supcon import contrastive_masks, noisy_supcon_loss
 from sklearn_npll._methods.label_math import (
     co_pseudo_labels,
-    contrastive_masks,
     distribution_alignment,
     division_loss,
     minmax_normalize,
@@ -26,7 +26,6 @@ from sklearn_npll._methods.label_math import (
     mixed_mse,
     mixup,
     negative_entropy,
-    noisy_supcon_loss,
     partial_cross_entropy,
     prototype_loss,
     prototype_probs,

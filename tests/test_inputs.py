@@ -13,14 +13,14 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import _safe_indexing
 from torch.utils.data import Dataset, TensorDataset
 
-from sklearn_npll._data.inputs import (
-    AnnotatedImages,
-    DatasetImages,
-    FileImages,
-    InputData,
-    TensorData,
-    as_input_data,
-)
+from sklearn_npll._data.annotated import AnnotatedImages
+from sklearn_npll._data.image_store import load_images
+from sklearn_npll._data.inputs import DatasetImages, InputData, TensorData, as_input_data
+
+
+def decoded(X):
+    """Lists of PIL images and of paths, read as the estimators read them."""
+    return load_images(X, image_size=None)[0]
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
@@ -113,26 +113,26 @@ def test_channels_last_conversion_property(n, h, w, c, data):
 
 def test_pil_modes():
     grey = [Image.new("L", (5, 6), color=i) for i in range(3)]
-    data = as_input_data(grey)
+    data = decoded(grey)
     assert data.sample_shape == (1, 6, 5) and data.dtype == torch.uint8
     np.testing.assert_array_equal(data.data[:, 0, 0, 0].numpy(), [0, 1, 2])
     for mode in ("RGBA", "P", "RGB", "CMYK"):
-        assert as_input_data([Image.new(mode, (5, 6))] * 2).sample_shape == (3, 6, 5)
-    mixed = as_input_data([Image.new("L", (5, 6), 7), Image.new("RGB", (5, 6), (1, 2, 3))])
+        assert decoded([Image.new(mode, (5, 6))] * 2).sample_shape == (3, 6, 5)
+    mixed = decoded([Image.new("L", (5, 6), 7), Image.new("RGB", (5, 6), (1, 2, 3))])
     assert mixed.sample_shape == (3, 6, 5)
     np.testing.assert_array_equal(mixed.data[:, :, 0, 0].numpy(), [[7, 7, 7], [1, 2, 3]])
 
 
 def test_pil_pixel_values_preserved():
     X = _rgb(2)
-    data = as_input_data([Image.fromarray(x) for x in X])
+    data = decoded([Image.fromarray(x) for x in X])
     np.testing.assert_array_equal(data.data.numpy(), X.transpose(0, 3, 1, 2))
 
 
 def test_pil_mixed_sizes_name_the_index():
     images = [Image.new("RGB", (5, 6))] * 3 + [Image.new("RGB", (6, 6))]
-    with pytest.raises(ValueError, match="Image 3 is 6x6"):
-        as_input_data(images)
+    with pytest.raises(ValueError, match=r"2 different sizes \(e\.g\. 6x5 and 6x6"):
+        decoded(images)
 
 
 def test_list_of_arrays():
@@ -157,19 +157,13 @@ def _write(tmp_path, arrays_, name="img", ext="png"):
     return paths
 
 
-def test_files_are_read_lazily_with_pixel_values(tmp_path):
+def test_files_keep_their_pixel_values(tmp_path):
     X = _rgb(3)
     paths = _write(tmp_path, X)
-    data = as_input_data(paths)
-    assert isinstance(data, FileImages)
+    data = decoded(paths)
     assert data.sample_shape == (3, 6, 5) and data.dtype == torch.uint8
     np.testing.assert_array_equal(data.get_batch([2, 0]).numpy(),
                                   X[[2, 0]].transpose(0, 3, 1, 2))
-    # only the first file is opened up front
-    lazy = FileImages(paths + [str(tmp_path / "missing.png")])
-    assert len(lazy) == 4
-    with pytest.raises(ValueError, match="missing.png.*sample 3"):
-        lazy[3]
 
 
 def test_grey_files_and_pathlib(tmp_path):
@@ -177,35 +171,24 @@ def test_grey_files_and_pathlib(tmp_path):
     paths = [tmp_path / p for p in ("a.png", "b.png")]
     for p, a in zip(paths, X):
         Image.fromarray(a).save(p)
-    data = as_input_data(paths)
+    data = decoded(paths)
     assert data.sample_shape == (1, 4, 4)
     np.testing.assert_array_equal(data[1][0].numpy(), X[1])
-
-
-def test_file_of_another_size_names_the_path(tmp_path):
-    paths = _write(tmp_path, _rgb(2)) + _write(tmp_path, _rgb(1, h=9), name="big")
-    data = as_input_data(paths)
-    data[1]
-    with pytest.raises(ValueError, match=r"big0\.png.*sample 2.*9x5"):
-        data.get_batch([0, 2])
 
 
 def test_unreadable_file_names_the_path(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
-    with pytest.raises(ValueError, match="broken.png"):
-        as_input_data([str(bad)])
     good = _write(tmp_path, _rgb(1))
-    data = as_input_data(good + [str(bad)])
     with pytest.raises(ValueError, match=r"broken\.png.*sample 1"):
-        data[1]
+        decoded(good + [str(bad)])
 
 
-def test_file_subset_keeps_mode_and_size(tmp_path):
-    paths = _write(tmp_path, _rgb(4))
-    data = as_input_data(paths).subset([3, 1])
-    assert isinstance(data, FileImages) and data.paths == [paths[3], paths[1]]
-    assert data.sample_shape == (3, 6, 5)
+def test_lists_of_pil_images_and_paths_are_not_read_here(tmp_path):
+    with pytest.raises(TypeError, match="load_images"):
+        as_input_data([Image.new("L", (2, 2))] * 2)
+    with pytest.raises(TypeError, match="load_images"):
+        as_input_data(_write(tmp_path, _rgb(1)))
 
 
 # ------------------------------------------------------------ datasets

@@ -10,7 +10,7 @@ from sklearn.dummy import DummyClassifier
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 
 from sklearn_npll._data.candidates import check_candidates
-from sklearn_npll._data.inputs import AnnotatedImages
+from sklearn_npll._data.annotated import AnnotatedImages
 from sklearn_npll.metrics import covering_rate, covering_rate_scorer
 
 SETTINGS = settings(max_examples=40, deadline=None)

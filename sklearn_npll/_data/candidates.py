@@ -10,7 +10,7 @@ from collections.abc import Set
 
 import numpy as np
 
-__all__ = ["check_candidates"]
+__all__ = ["check_candidates", "holds_candidate_sets", "is_candidate_set_list"]
 
 _MAX_LISTED = 5
 
@@ -122,8 +122,20 @@ def _is_set_like(item):
     return isinstance(item, (Set, list, tuple, np.ndarray))
 
 
-def _looks_like_sets(Y):
-    """True when Y is a sequence of per-sample collections of class names."""
+def is_candidate_set_list(Y):
+    """Whether ``Y`` is a sequence of per-sample collections of class names.
+
+    The library's one reading of such a list: a list of Python sets, or of
+    lists of unequal lengths or of non-numeric names. A list of equal-length
+    numeric rows is a 0/1 matrix, not a list of sets.
+
+    Examples
+    --------
+    >>> is_candidate_set_list([{"cat"}, {"cat", "dog"}])
+    True
+    >>> is_candidate_set_list([[1, 0], [0, 1]])
+    False
+    """
     if isinstance(Y, np.ndarray):
         if Y.dtype != object or Y.ndim != 1:
             return False
@@ -146,6 +158,19 @@ def _looks_like_sets(Y):
         isinstance(v, (numbers.Number, np.bool_)) and not isinstance(v, str)
         for v in flat
     )
+
+
+def holds_candidate_sets(y):
+    """Whether ``y`` holds candidate sets (a 2-D matrix or a list of sets)
+    rather than one label per sample.
+
+    Examples
+    --------
+    >>> holds_candidate_sets([[1, 0], [1, 1]]), holds_candidate_sets(["cat", "dog"])
+    (True, False)
+    """
+    y = _as_numpy(y)
+    return is_candidate_set_list(y) or np.ndim(y) == 2
 
 
 def _sets_to_matrix(sets, classes):
@@ -258,7 +283,7 @@ def check_candidates(Y, *, n_samples=None, classes=None):
     array([0, 1, 2])
     """
     Y = _as_numpy(Y)
-    if _looks_like_sets(Y):
+    if is_candidate_set_list(Y):
         Y01, classes = _sets_to_matrix(list(Y), classes)
     else:
         try:

@@ -31,14 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .inputs import (
-    _GREY_MODES,
-    AnnotatedImages,
-    InputData,
-    TensorData,
-    _is_pil_image,
-    as_input_data,
-)
+from .annotated import AnnotatedImages
+from .inputs import GREY_MODES, InputData, TensorData, as_input_data, is_pil_image
 
 __all__ = ["load_images", "AUTO_SIZE_CAP", "DEFAULT_MEMORY_BUDGET", "check_image_size"]
 
@@ -107,7 +101,7 @@ def fit_to_size(image, target):
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
-    size = (image.height, image.width) if _is_pil_image(image) else tuple(image.shape[-2:])
+    size = (image.height, image.width) if is_pil_image(image) else tuple(image.shape[-2:])
     if tuple(size) == tuple(target):
         return image
     image = F.resize(image, list(cover_size(size, target)),
@@ -347,11 +341,11 @@ def load_images(X, image_size="auto", *, mode=None, memory_budget=DEFAULT_MEMORY
         X = X.images
     image_size = check_image_size(image_size)
     store = dict(memory_budget=memory_budget, num_workers=num_workers)
-    if isinstance(X, (list, tuple)) and len(X) and all(_is_pil_image(x) for x in X):
+    if isinstance(X, (list, tuple)) and len(X) and all(is_pil_image(x) for x in X):
         sizes = [(im.size[1], im.size[0]) for im in X]
         size = _resolve(image_size, sizes, verbose, "images")
         size = size or sizes[0]
-        mode = mode or ("L" if all(im.mode in _GREY_MODES for im in X) else "RGB")
+        mode = mode or ("L" if all(im.mode in GREY_MODES for im in X) else "RGB")
         data = decode_into_store(_PILDecoder(list(X), mode, size),
                                  (1 if mode == "L" else 3, *size), torch.uint8, **store)
         return data, size
@@ -363,7 +357,7 @@ def load_images(X, image_size="auto", *, mode=None, memory_budget=DEFAULT_MEMORY
         size = _resolve(image_size, sizes, verbose, "image files")
         if size is None:
             size = sizes[0]
-        mode = mode or ("L" if all(m in _GREY_MODES for _, m in headers) else "RGB")
+        mode = mode or ("L" if all(m in GREY_MODES for _, m in headers) else "RGB")
         data = decode_into_store(_FileDecoder(paths, mode, size),
                                  (1 if mode == "L" else 3, *size), torch.uint8, **store)
         return data, size
@@ -391,9 +385,9 @@ def _load_dataset(dataset, image_size, mode, verbose, store):
     for i in range(min(len(dataset), DATASET_SIZE_SAMPLE)):
         item = dataset[i]
         item = item[0] if isinstance(item, (tuple, list)) and item else item
-        if _is_pil_image(item):
+        if is_pil_image(item):
             sizes.append((item.size[1], item.size[0]))
-            grey &= item.mode in _GREY_MODES
+            grey &= item.mode in GREY_MODES
         else:
             x = probe._load(i)
             sizes.append(tuple(x.shape[1:]))

@@ -1,14 +1,12 @@
 """Turning what users hold into data that training can iterate.
 
-:func:`as_input_data` accepts numpy arrays, torch tensors, lists of PIL images,
-lists of numpy arrays, lists of file paths, torch datasets and feature
-matrices, and returns an :class:`InputData`: a torch ``Dataset`` whose samples
-are CPU tensors of one shape, either images ``(C, H, W)`` or feature vectors
-``(d,)``. Images stay compact: ``uint8`` pixels stay ``uint8`` and files are
-read only when a sample is requested.
-
-:class:`AnnotatedImages` is the container an annotator hands to a classifier:
-the images as given by the user, their candidate label sets and class names.
+:func:`as_input_data` accepts numpy arrays, torch tensors, lists of numpy
+arrays, torch datasets and feature matrices, and returns an
+:class:`InputData`: a torch ``Dataset`` whose samples are CPU tensors of one
+shape, either images ``(C, H, W)`` or feature vectors ``(d,)``. Images stay
+compact: ``uint8`` pixels stay ``uint8``. Lists of PIL images and of file
+paths, which may mix sizes and colour modes, are decoded into one store by
+:func:`~sklearn_npll._data.image_store.load_images`.
 """
 
 import operator
@@ -16,21 +14,13 @@ import os
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
-from .candidates import check_candidates
-
-__all__ = [
-    "InputData",
-    "TensorData",
-    "FileImages",
-    "DatasetImages",
-    "as_input_data",
-    "AnnotatedImages",
-]
+__all__ = ["GREY_MODES", "DatasetImages", "InputData", "TensorData", "as_input_data",
+           "is_pil_image"]
 
 # PIL modes read as one grey channel; every other mode is converted to RGB.
-_GREY_MODES = frozenset(
+GREY_MODES = frozenset(
     {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 )
 
@@ -40,11 +30,10 @@ _SHAPE_HELP = (
 )
 
 
-def _is_pil_image(obj):
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        return False
+def is_pil_image(obj):
+    """Whether ``obj`` is a PIL image (the library's one check)."""
+    from PIL import Image
+
     return isinstance(obj, Image.Image)
 
 
@@ -240,107 +229,6 @@ class TensorData(InputData):
         return TensorData(self.data[idx], kind=self.kind)
 
 
-class FileImages(InputData):
-    """Images read lazily from files, one file per sample.
-
-    Only the header of the first file is read at construction; every other
-    file is read when its sample is requested, so a dataset larger than memory
-    works. All images must have the size of the first one: a file of another
-    size, or a file that cannot be read, raises an error naming its path.
-
-    Parameters
-    ----------
-    paths : sequence of str or os.PathLike
-        One image file per sample.
-    mode : {"L", "RGB"}, default=None
-        PIL mode the images are converted to: one grey channel ("L") or three
-        colour channels ("RGB"). By default the first file decides: grey
-        modes give "L", every other mode (RGB, RGBA, P, CMYK, ...) "RGB".
-    size : tuple of int (H, W), default=None
-        Expected image size. By default the size of the first file.
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> import numpy as np
-    >>> from PIL import Image
-    >>> from sklearn_npll._data.inputs import FileImages
-    >>> folder = tempfile.mkdtemp()
-    >>> paths = [os.path.join(folder, f"{i}.png") for i in range(3)]
-    >>> for p in paths:
-    ...     Image.fromarray(np.zeros((6, 5, 3), dtype=np.uint8)).save(p)
-    >>> data = FileImages(paths)
-    >>> data.sample_shape, data[0].dtype
-    ((3, 6, 5), torch.uint8)
-    """
-
-    def __init__(self, paths, *, mode=None, size=None):
-        paths = [os.fspath(p) for p in paths]
-        if not paths:
-            raise ValueError("No image paths were given; X is empty.")
-        if mode is not None and mode not in ("L", "RGB"):
-            raise ValueError(f"mode must be 'L', 'RGB' or None, got {mode!r}.")
-        self.paths = paths
-        if mode is None or size is None:
-            first_mode, first_size = self._peek(0)
-            mode = mode if mode is not None else first_mode
-            size = size if size is not None else first_size
-        self.mode = mode
-        self.size = (int(size[0]), int(size[1]))
-        self.kind = "images"
-        self.dtype = torch.uint8
-        n_channels = 1 if mode == "L" else 3
-        self.sample_shape = (n_channels, *self.size)
-
-    def _open_error(self, i, exc):
-        return ValueError(
-            f"Could not read image file {self.paths[i]!r} (sample {i}): "
-            f"{type(exc).__name__}: {exc}. Check that the file exists and is an "
-            "image PIL can open."
-        )
-
-    def _peek(self, i):
-        from PIL import Image
-
-        try:
-            with Image.open(self.paths[i]) as im:
-                mode = "L" if im.mode in _GREY_MODES else "RGB"
-                return mode, (im.size[1], im.size[0])
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise self._open_error(i, exc) from exc
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        from PIL import Image
-
-        i = _check_position(i, len(self.paths))
-        path = self.paths[i]
-        try:
-            with Image.open(path) as im:
-                im = im.convert(self.mode)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise self._open_error(i, exc) from exc
-        h, w = im.size[1], im.size[0]
-        if (h, w) != self.size:
-            raise ValueError(
-                f"Image file {path!r} (sample {i}) is {h}x{w} (HxW) but the images "
-                f"are expected to be {self.size[0]}x{self.size[1]} like "
-                f"{self.paths[0]!r}. All images must have the same size; resize "
-                "them first."
-            )
-        arr = np.asarray(im, dtype=np.uint8)
-        tensor = torch.from_numpy(arr.copy())
-        if arr.ndim == 2:
-            return tensor.unsqueeze(0)
-        return tensor.permute(2, 0, 1).contiguous()
-
-    def subset(self, indices):
-        idx = _as_indices(indices, len(self))
-        return FileImages([self.paths[i] for i in idx], mode=self.mode, size=self.size)
-
-
 class DatasetImages(InputData):
     """Wrap a torch ``Dataset`` that yields images.
 
@@ -391,9 +279,9 @@ class DatasetImages(InputData):
                 raise ValueError(f"Dataset item {i} is an empty tuple.")
             item = item[0]
         where = f"dataset item {i}"
-        if _is_pil_image(item):
+        if is_pil_image(item):
             if self._grey is None:
-                self._grey = item.mode in _GREY_MODES
+                self._grey = item.mode in GREY_MODES
             return _pil_to_tensor(item, "L" if self._grey else "RGB")
         if isinstance(item, torch.Tensor):
             arr = item.detach().cpu()
@@ -571,25 +459,6 @@ def _pil_to_tensor(img, mode):
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 
 
-def _pil_list_to_data(images):
-    sizes = [im.size for im in images]
-    first = sizes[0]
-    for i, size in enumerate(sizes):
-        if size != first:
-            raise ValueError(
-                f"Image {i} is {size[1]}x{size[0]} (HxW) but image 0 is "
-                f"{first[1]}x{first[0]}. All images must have the same size; "
-                "resize them first."
-            )
-    grey = all(im.mode in _GREY_MODES for im in images)
-    mode = "L" if grey else "RGB"
-    c = 1 if grey else 3
-    out = np.empty((len(images), c, first[1], first[0]), dtype=np.uint8)
-    for i, im in enumerate(images):
-        out[i] = _pil_to_tensor(im, mode).numpy()
-    return TensorData(torch.from_numpy(out), kind="images")
-
-
 def _array_to_data(X):
     """Convert a numpy array or torch tensor to :class:`TensorData`."""
     if isinstance(X, torch.Tensor):
@@ -608,18 +477,24 @@ def _array_to_data(X):
     )
 
 
+# Lists of PIL images and of paths may mix sizes and colour modes: they are
+# decoded (and resized) into one store by image_store.load_images.
+_DECODED_ELSEWHERE = ("Lists of PIL images and of file paths are decoded by "
+                      "sklearn_npll._data.image_store.load_images, not as_input_data.")
+
+
 def _list_to_data(X):
     if len(X) == 0:
         raise ValueError("X is an empty list; give at least one sample.")
     first = X[0]
-    if _is_pil_image(first):
+    if is_pil_image(first):
         for i, item in enumerate(X):
-            if not _is_pil_image(item):
+            if not is_pil_image(item):
                 raise TypeError(
                     f"X mixes PIL images with {type(item).__name__} (item {i}); "
                     "give a list of PIL images only."
                 )
-        return _pil_list_to_data(list(X))
+        raise TypeError(_DECODED_ELSEWHERE)
     if isinstance(first, (str, os.PathLike)):
         for i, item in enumerate(X):
             if not isinstance(item, (str, os.PathLike)):
@@ -627,7 +502,7 @@ def _list_to_data(X):
                     f"X mixes file paths with {type(item).__name__} (item {i}); "
                     "give a list of paths only."
                 )
-        return FileImages(X)
+        raise TypeError(_DECODED_ELSEWHERE)
     if isinstance(first, (np.ndarray, torch.Tensor)):
         shape = tuple(first.shape)
         for i, item in enumerate(X):
@@ -677,14 +552,10 @@ def as_input_data(X):
           dropped). ``uint8`` images stay ``uint8``; integer images must lie in
           0..255 (stored as uint8); float images must lie in [0, 1] (stored as
           float32);
-        - a list of PIL images of one size (grey modes give 1 channel, any
-          other mode is converted to RGB; if any image is colour all are);
         - a list of numpy arrays or tensors of one shape (stacked, then as
           above);
-        - a list of file paths (:class:`FileImages`, read lazily);
         - a torch ``Dataset`` (:class:`DatasetImages`);
         - an :class:`InputData` (returned as is);
-        - an :class:`AnnotatedImages` (its ``images`` are converted).
 
     Returns
     -------
@@ -710,8 +581,6 @@ def as_input_data(X):
     """
     if isinstance(X, InputData):
         return X
-    if isinstance(X, AnnotatedImages):
-        return as_input_data(X.images)
     if isinstance(X, (np.ndarray, torch.Tensor)):
         return _array_to_data(X)
     if isinstance(X, Dataset):
@@ -721,7 +590,7 @@ def as_input_data(X):
             f"X is a single path ({os.fspath(X)!r}); pass a list of image file "
             "paths, one per sample."
         )
-    if _is_pil_image(X):
+    if is_pil_image(X):
         raise TypeError("X is a single PIL image; pass a list of images.")
     if isinstance(X, (list, tuple)):
         return _list_to_data(X)
@@ -733,170 +602,3 @@ def as_input_data(X):
         f"Cannot use an object of type {type(X).__name__} as X. " + _SHAPE_HELP
         + " Lists of PIL images or of file paths and torch Datasets work too."
     )
-
-
-# --------------------------------------------------------------------------
-# Annotated images
-# --------------------------------------------------------------------------
-
-
-def _subset_images(images, idx):
-    """Select the samples ``idx`` (int64 positions) of any supported image input."""
-    if isinstance(images, InputData):
-        return images.subset(idx)
-    if isinstance(images, np.ndarray):
-        return images[idx]
-    if isinstance(images, torch.Tensor):
-        return images[torch.from_numpy(idx)]
-    if isinstance(images, Dataset):
-        return Subset(images, idx.tolist())
-    if hasattr(images, "iloc"):
-        return images.iloc[idx]
-    if isinstance(images, (list, tuple)):
-        return [images[i] for i in idx]
-    return [images[int(i)] for i in idx]
-
-
-class AnnotatedImages:
-    """Images together with their candidate label sets.
-
-    The container an annotator returns from ``transform`` and a classifier
-    accepts as ``X`` (with ``y=None``). Indexing with an integer array, a
-    boolean mask or a slice returns the corresponding subset, so scikit-learn
-    cross-validation can split it.
-
-    The candidate sets may be deferred: given ``annotate`` instead of
-    ``candidates``, they are computed on first access of ``candidates`` or
-    ``votes``. A fitted annotator's ``transform`` does this, so that a
-    ``Pipeline``'s ``predict``, which only needs the images, never runs the
-    vision-language model, while its label-free ``score`` does.
-
-    Parameters
-    ----------
-    images : object
-        The images as the user gave them (array, list of paths, dataset, ...);
-        not converted.
-    candidates : array-like of shape (n_samples, n_classes), default=None
-        0/1 candidate matrix (anything :func:`check_candidates` accepts);
-        stored as uint8. Required unless ``annotate`` is given.
-    classes : array-like of shape (n_classes,)
-        Class names, one per column of ``candidates``.
-    votes : ndarray of shape (n_samples, n_voters), default=None
-        Integer class indices (columns of ``candidates``) voted by each
-        template or annotator; -1 marks a missing vote.
-    annotate : callable, default=None
-        Called once without arguments when the candidates are first needed;
-        returns ``(candidates, votes)``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_npll._data.inputs import AnnotatedImages
-    >>> data = AnnotatedImages(np.zeros((3, 8, 8), dtype=np.uint8),
-    ...                        [[1, 0], [1, 1], [0, 1]], ["cat", "dog"])
-    >>> len(data), data[[0, 2]].candidates.tolist()
-    (3, [[1, 0], [0, 1]])
-    """
-
-    def __init__(self, images, candidates=None, classes=None, votes=None, *, annotate=None):
-        if candidates is None and annotate is None:
-            raise ValueError("AnnotatedImages needs candidates, or annotate to compute them.")
-        self.images = images
-        self._annotate = annotate
-        self._classes = classes
-        self._candidates = self._votes = None
-        if candidates is not None:
-            self._store(candidates, votes)
-        elif classes is not None:
-            self._classes = np.asarray(classes)
-
-    @property
-    def is_annotated(self):
-        """Whether the candidate sets exist yet (False while deferred)."""
-        return self._candidates is not None
-
-    @property
-    def candidates(self):
-        """The 0/1 candidate matrix, an ndarray of shape (n_samples, n_classes).
-
-        A deferred annotation runs on first access.
-        """
-        if self._candidates is None:
-            self._store(*self._annotate())
-        return self._candidates
-
-    @property
-    def votes(self):
-        """The votes behind each set, shape (n_samples, n_voters), or None."""
-        self.candidates  # noqa: B018 (runs a deferred annotation)
-        return self._votes
-
-    @property
-    def classes(self):
-        """The class of each column of ``candidates``, shape (n_classes,)."""
-        if self._classes is None:
-            self.candidates  # noqa: B018
-        return self._classes
-
-    def _store(self, candidates, votes):
-        self._candidates, self._classes = check_candidates(candidates, classes=self._classes)
-        n = self._candidates.shape[0]
-        try:
-            n_images = len(self.images)
-        except TypeError:
-            n_images = None
-        if n_images is not None and n_images != n:
-            raise ValueError(
-                f"There are {n_images} images but {n} candidate sets; give one "
-                "candidate set per image."
-            )
-        if votes is not None:
-            votes = np.asarray(votes)
-            if votes.ndim == 1:
-                votes = votes[:, None]
-            if votes.ndim != 2 or votes.shape[0] != n:
-                raise ValueError(
-                    f"votes must have shape ({n}, n_voters), got {votes.shape}."
-                )
-        self._votes = votes
-
-    def __len__(self):
-        if self._candidates is None:
-            return len(self.images)
-        return int(self._candidates.shape[0])
-
-    @property
-    def shape(self):
-        """Tuple ``(n_samples,)`` followed by the image shape when known."""
-        n = len(self)
-        shape = getattr(self.images, "shape", None)
-        if shape is not None and len(shape) >= 1 and shape[0] == n:
-            return (n, *(int(s) for s in shape[1:]))
-        return (n,)
-
-    def __getitem__(self, index):
-        if isinstance(index, tuple):
-            if len(index) == 2 and index[1] is Ellipsis:
-                index = index[0]
-            else:
-                raise IndexError(
-                    "AnnotatedImages supports indexing samples only (one index)."
-                )
-        idx = _as_indices(index, len(self))
-        return AnnotatedImages(
-            images=_subset_images(self.images, idx),
-            candidates=self.candidates[idx],
-            classes=self.classes,
-            votes=None if self.votes is None else self.votes[idx],
-        )
-
-    def __repr__(self):
-        if not self.is_annotated:
-            return (f"AnnotatedImages(n_samples={len(self)}, not annotated yet, "
-                    f"images={type(self.images).__name__})")
-        votes = "None" if self.votes is None else f"shape {self.votes.shape}"
-        return (
-            f"AnnotatedImages(n_samples={len(self)}, "
-            f"n_classes={self.classes.size}, images={type(self.images).__name__}, "
-            f"votes={votes})"
-        )

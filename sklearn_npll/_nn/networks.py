@@ -10,7 +10,15 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["ClassifierNetwork", "CoRegNetwork", "CoRegState", "encoder_out_features",
-           "per_chunk_batch_norm"]
+           "per_chunk_batch_norm", "reset_parameters"]
+
+
+def reset_parameters(module):
+    """Re-draw every parameter of ``module`` that knows how to."""
+    for sub in module.modules():
+        if hasattr(sub, "reset_parameters"):
+            sub.reset_parameters()
+    return module
 
 
 @contextlib.contextmanager

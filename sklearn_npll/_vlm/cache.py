@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._digest import digest
+
 _DIGESTS = weakref.WeakKeyDictionary()  # module -> (version stamp, digests)
 _DIGEST_LOCK = threading.Lock()
 _SIMPLE = (bool, int, float, str, type(None))
@@ -144,12 +146,13 @@ def tokenizer_key(tokenizer):
 
 
 def prompt_key(prompt):
-    return hashlib.blake2b(prompt.encode(), digest_size=20).hexdigest()
+    """Content key of a prompt."""
+    return digest(prompt)
 
 
 def key_of(info):
     """Digest of a JSON-able identity."""
-    return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()
+    return digest(json.dumps(info, sort_keys=True))
 
 
 class _TextCache:
@@ -279,7 +282,7 @@ class DiskCache:
     def add(self, keys, vectors):
         name = f"{time.time_ns():x}-{os.getpid():x}-{os.urandom(4).hex()}.npz"
         path = self.root / name
-        keys = np.asarray(keys, dtype="U40")
+        keys = np.asarray(keys, dtype="U64")
         self._atomic_write(path, lambda f: np.savez(f, keys=keys, embeddings=vectors))
         self._seen.add(name)
         for key in keys.tolist():

@@ -8,7 +8,6 @@ arrays and PIL images. Only the cache misses are decoded and preprocessed
 """
 
 import collections
-import hashlib
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -16,19 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from .._data.inputs import AnnotatedImages, as_input_data
-
-
-def _digest(*parts):
-    h = hashlib.blake2b(digest_size=20)
-    for part in parts:
-        h.update(part)
-    return h.hexdigest()
+from .._data.annotated import AnnotatedImages
+from .._digest import digest
+from .._data.inputs import as_input_data, is_pil_image
 
 
 def pixels_key(img):
     """Content key of an ``(H, W, 3)`` uint8 image: digest of its shape and pixels."""
-    return _digest(f"pixels:{img.shape[0]}x{img.shape[1]}x3:".encode(),
+    return digest(f"pixels:{img.shape[0]}x{img.shape[1]}x3:".encode(),
                    np.ascontiguousarray(img).data)
 
 
@@ -39,7 +33,7 @@ def file_key(data, draft=None):
     pixels from a full decode, so its embedding is cached under its own key.
     """
     prefix = b"file:" if draft is None else f"file:draft{draft}:".encode()
-    return _digest(prefix, data)
+    return digest(prefix, data)
 
 
 def draft_size(preprocess):
@@ -72,12 +66,6 @@ class _Done:
 
     def result(self):
         return self.value
-
-
-def _is_pil(obj):
-    from PIL import Image
-
-    return isinstance(obj, Image.Image)
 
 
 class _EncodedFile:
@@ -128,7 +116,7 @@ class ImageSource:
         self.items = None
         self.data = None
         if isinstance(X, (list, tuple)) and len(X) > 0:
-            if all(_is_pil(x) for x in X):
+            if all(is_pil_image(x) for x in X):
                 self.items, self.kind = list(X), "pil"
             elif all(isinstance(x, (str, os.PathLike)) for x in X):
                 self.items, self.kind = [os.fspath(x) for x in X], "path"

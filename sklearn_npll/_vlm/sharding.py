@@ -6,7 +6,7 @@ import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs, hash as joblib_hash
 from sklearn.base import clone
 
-from .._data.inputs import AnnotatedImages
+from .._data.annotated import AnnotatedImages
 
 __all__ = ["annotate_sharded"]
 

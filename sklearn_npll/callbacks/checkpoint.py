@@ -1,6 +1,5 @@
 """Checkpoints that resume a fit exactly: atomic saves, checked loads."""
 
-import hashlib
 import io
 import json
 import os
@@ -14,6 +13,9 @@ import torch
 from skorch.callbacks import Checkpoint, LRScheduler
 from skorch.history import History
 from skorch.utils import noop
+
+from .._digest import digest
+from .._estimator.skorch_compat import registered_modules, registered_optimizers
 
 
 __all__ = ["CheckpointError", "TrainingCheckpoint"]
@@ -55,10 +57,6 @@ def _torch_bytes(obj):
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
-
-
-def _digest(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 def _write_durably(path, data):
@@ -149,7 +147,7 @@ class TrainingCheckpoint(Checkpoint):
                 f"{type(net).__name__} has no random generator state for epoch {epoch}; "
                 "TrainingCheckpoint saves at the end of an epoch only.")
         files = {f"{name}.pt": _torch_bytes(getattr(net, name + "_").state_dict())
-                 for name in [*net._modules, *net._optimizers]}
+                 for name in [*registered_modules(net), *registered_optimizers(net)]}
         files["random_state.pt"] = _torch_bytes(states)
         files["history.json"] = _to_json(list(net.history))
         return files
@@ -161,11 +159,11 @@ class TrainingCheckpoint(Checkpoint):
         folder = f"epoch-{epoch:04d}-{uuid.uuid4().hex[:8]}"
         manifest = {
             "format": _FORMAT, "estimator": type(net).__name__, "epoch": epoch,
-            "folder": folder, "modules": list(net._modules),
-            "optimizers": list(net._optimizers),
+            "folder": folder, "modules": registered_modules(net),
+            "optimizers": registered_optimizers(net),
             "n_train_samples": int(net.n_train_samples_),
             "classes": json.loads(_to_json(net.classes_)),
-            "files": {name: {"bytes": len(data), "sha256": _digest(data)}
+            "files": {name: {"bytes": len(data), "sha256": digest(data)}
                       for name, data in files.items()},
         }
         temporary = os.path.join(self.dirname, f".{folder}.tmp")
@@ -241,8 +239,8 @@ class TrainingCheckpoint(Checkpoint):
             problems.append(f"format {manifest.get('format')!r} is not {_FORMAT}")
         if manifest.get("estimator") != estimator:
             problems.append(f"it was saved by {manifest.get('estimator')}, not {estimator}")
-        for kind, have in (("modules", list(net._modules)),
-                           ("optimizers", list(net._optimizers))):
+        for kind, have in (("modules", registered_modules(net)),
+                           ("optimizers", registered_optimizers(net))):
             if manifest.get(kind) != have:
                 problems.append(f"it holds the {kind} {manifest.get(kind)} but {estimator} "
                                 f"has {have}")
@@ -252,8 +250,8 @@ class TrainingCheckpoint(Checkpoint):
         if manifest.get("classes") != json.loads(_to_json(net.classes_)):
             problems.append(f"it was saved for the classes {manifest.get('classes')}; this "
                             f"fit has {net.classes_.tolist()}")
-        expected = [f"{name}.pt" for name in [*net._modules, *net._optimizers]] + [
-            "random_state.pt", "history.json"]
+        names = [*registered_modules(net), *registered_optimizers(net)]
+        expected = [f"{name}.pt" for name in names] + ["random_state.pt", "history.json"]
         data = {}
         for name in expected:
             path = os.path.join(self.dirname, folder, name)
@@ -265,7 +263,7 @@ class TrainingCheckpoint(Checkpoint):
                 with open(path, "rb") as f:
                     data[name] = f.read()
                 if (len(data[name]) != listed[name]["bytes"]
-                        or _digest(data[name]) != listed[name]["sha256"]):
+                        or digest(data[name]) != listed[name]["sha256"]):
                     problems.append(f"{os.path.join(folder, name)} does not match "
                                     f"{MANIFEST} (damaged, or from another save)")
         if problems:
@@ -309,7 +307,7 @@ class TrainingCheckpoint(Checkpoint):
         if contents is None:
             return False
         states = contents["states"]
-        names = list(net._modules) + ([] if modules_only else list(net._optimizers))
+        names = registered_modules(net) + ([] if modules_only else registered_optimizers(net))
         for name in names:
             try:
                 getattr(net, name + "_").load_state_dict(states[f"{name}.pt"])

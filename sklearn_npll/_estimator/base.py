@@ -205,7 +205,10 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
         """skorch moves modules and loaded tensors to ``self.device``; give it
         the device resolved at fit ("auto" is not a torch device)."""
         requested = self.device
-        self.device = getattr(self, "device_", None) or str(resolve_device(requested))
+        if getattr(self, "device_", None):
+            self.device = self.device_
+        elif requested is None or (isinstance(requested, str) and requested == "auto"):
+            self.device = str(resolve_device(requested))
         try:
             yield
         finally:

@@ -709,12 +709,9 @@ def supcon_loss_from_labels(queries, keys, queue_z, anchor_labels, anchor_flags,
     ``L = -mean_i (1 / |Pos(i)|) sum_{p in Pos(i)} [q_i . F_p / tau
     - log sum_{a not ignored} exp(q_i . F_a / tau)]``.
 
-    The positive mask is never built: the positives of a trusted anchor are
-    the trusted entries of its class (less itself, its own key included), so
-    their summed similarity is the anchor's dot product with one per-class
-    sum of vectors; only the log-sum-exp of the denominator goes over the
-    full ``(n, 2n + m)`` similarity matrix (the tests check value and
-    gradient against a mask-based implementation of the formula).
+    No positive mask is built: a trusted anchor's summed positive similarity
+    is its dot product with one per-class sum of trusted vectors; only the
+    denominator goes over the full ``(n, 2n + m)`` similarity matrix.
 
     Parameters
     ----------

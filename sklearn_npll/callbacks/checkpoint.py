@@ -114,17 +114,17 @@ class TrainingCheckpoint(Checkpoint):
     previous folder. A kill at any point leaves the last complete
     checkpoint in place.
 
-    Pass the same callback to skorch's ``LoadInitState`` to resume: an empty
-    ``dirname`` starts a fresh fit; otherwise the fit continues from the
-    saved epoch up to ``max_epochs`` with the saved random states, so it
-    gives the model an uninterrupted fit gives. A missing, damaged or
-    inconsistent checkpoint raises :class:`CheckpointError` naming the
-    problem.
+    Pass the same callback to skorch's ``LoadInitState`` to resume: a
+    ``dirname`` without a checkpoint starts a fresh fit; otherwise the fit
+    continues from the saved epoch up to ``max_epochs`` with the saved
+    random states, so it gives the model an uninterrupted fit gives. A
+    checkpoint with a missing, damaged or inconsistent part raises
+    :class:`CheckpointError` naming the problem.
 
     Parameters
     ----------
     dirname : str, default=""
-        Folder of the checkpoint.
+        Folder of the checkpoint; ``""`` is the working directory.
     monitor : str, callable or None, default=None
         When to save, as in skorch's ``Checkpoint``; None saves every epoch.
     on_error : {"raise", "warn"}, default="raise"
@@ -268,7 +268,8 @@ class TrainingCheckpoint(Checkpoint):
         holds no checkpoint at all."""
         where = repr(self.dirname)
         manifest_path = os.path.join(self.dirname, MANIFEST)
-        names = os.listdir(self.dirname) if os.path.isdir(self.dirname or ".") else []
+        folder = self.dirname or "."
+        names = os.listdir(folder) if os.path.isdir(folder) else []
         if not os.path.exists(manifest_path):
             leftovers = sorted(n for n in names if _GENERATION.match(n)
                                or n == "history.json" or n.endswith(".pt"))

@@ -26,7 +26,8 @@ def _format_list(values, max_listed=_MAX_LISTED):
 
 
 def _as_numpy(Y):
-    """Turn torch tensors, sparse matrices and array-likes into a numpy array."""
+    """Turn torch tensors and scipy sparse matrices into numpy arrays; return
+    anything else as it is."""
     if hasattr(Y, "toarray") and callable(Y.toarray):  # scipy sparse
         return np.asarray(Y.toarray())
     if hasattr(Y, "detach") and hasattr(Y, "cpu"):  # torch tensor

@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-def _check_generator(random_state):
+def _numpy_generator(random_state):
     """Return a ``numpy.random.Generator`` seeded from ``random_state``.
 
     ``random_state`` may be ``None``, an int, a ``numpy.random.RandomState``
@@ -98,7 +98,7 @@ def make_partial_labels(y, partial_rate, noise_rate, *, n_classes=None, random_s
     q = _check_rate(partial_rate, "partial_rate")
     eta = _check_rate(noise_rate, "noise_rate")
     codes, C = _label_codes(y, n_classes)
-    return _draw_partial_sets(codes, C, q, eta, _check_generator(random_state))
+    return _draw_partial_sets(codes, C, q, eta, _numpy_generator(random_state))
 
 
 def _label_codes(y, n_classes):

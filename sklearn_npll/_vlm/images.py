@@ -216,6 +216,7 @@ class _EmbeddingRun:
         return [y for part in done for y in part]
 
     def store(self, i, vec):
+        """Put image ``i``'s embedding in ``out`` (allocated at the first one)."""
         if self.out is None:
             self.out = np.empty((self.n, vec.shape[0]), dtype=np.float32)
         self.out[i] = vec
@@ -255,6 +256,7 @@ class _EmbeddingRun:
         return misses
 
     def _preprocess(self, misses):
+        """Decode and preprocess the misses (in the pool) into their pending entries."""
         tensors = self.map(lambda payload: self.preprocess(to_pil(payload)),
                            [payload for _, payload in misses])
         for (key, _), tensor in zip(misses, tensors):

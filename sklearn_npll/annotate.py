@@ -17,11 +17,11 @@ How a set is made, for class names ``n_1..n_C`` and templates ``T_1..T_d``:
   ``"prob_ratio"``: among those ``k``, the classes whose averaged probability
   is at least ``ratio`` times the top-1 probability.
 
-The parts live in their own modules: ``_vlm_hub`` (loading models, offline
-handling), ``_vlm_images`` (reading and keying images, the batched
-embedding pipeline), ``_vlm_cache`` (model, preprocessing and tokenizer
-identities, the image and prompt embedding caches), ``_templates`` and
-``_vlm_report``; this module holds the estimator.
+The parts live in the ``_vlm`` subpackage: ``hub`` (loading models, offline
+handling), ``images`` (reading and keying images, the batched embedding
+pipeline), ``cache`` (model, preprocessing and tokenizer identities, the
+image and prompt embedding caches), ``templates`` and ``report``; this
+module holds the estimator.
 """
 
 import io
@@ -271,8 +271,9 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
     decoded in draft mode at the smallest DCT scale that keeps both sides at
     least the resize's size, which bounds memory and speeds decoding; their
     keys record it, as the pixels differ slightly from a full decode. An
-    injected model whose weights change after ``fit`` is detected; refit it. ``transform`` returns a container, not an array,
-    so ``set_output`` does not apply to it.
+    injected model whose weights change after ``fit`` is detected; refit it.
+    ``transform`` returns a container, not an array, so ``set_output`` does
+    not apply to it.
 
     Examples
     --------
@@ -492,42 +493,10 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         self.classes_ = np.asarray(names)
         self.templates_ = templates
         self.prompt_names_ = [prompt_name(n) for n in names]
-        image_digest, text_digest = model_digests(model)
-        self._image_digest = image_digest
-        preprocess_id = self.preprocess_key or transform_key(preprocess)
-        if preprocess_id is None:
-            self.model_key_ = None
-            if self.cache_dir is not None:
-                warnings.warn(
-                    f"cache_dir={os.fspath(self.cache_dir)!r} is not used: preprocess is "
-                    f"a callable of your own ({type(preprocess).__name__}) whose behaviour "
-                    "cannot be identified, so its embeddings could be confused with "
-                    "another preprocessing's. Pass preprocess_key='<a name that changes "
-                    "when your preprocessing changes>' to cache on disk.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-        else:
-            self._image_identity = {
-                "model_name": self.model_name, "image_tower": image_digest,
-                "preprocess": preprocess_id, "precision": self.precision_,
-            }
-            self.model_key_ = key_of(self._image_identity)
-        tokenizer_id = tokenizer_key(tokenizer)
-        self._text_identity = None if tokenizer_id is None else {
-            "model_name": self.model_name, "text": text_digest,
-            "tokenizer": tokenizer_id, "precision": self.precision_,
-        }
+        self._set_identities(model, preprocess, tokenizer)
         self.text_features_ = self._encode_prompts(self.prompt_names_, templates, synonyms,
                                                    names, device)
-        scale = getattr(model, "logit_scale", None)
-        self.logit_scale_ = (
-            100.0 if scale is None else float(torch.as_tensor(scale).detach().float().exp().mean())
-        )
-        bias = getattr(model, "logit_bias", None)
-        self.logit_bias_ = (
-            None if bias is None else float(torch.as_tensor(bias).detach().float().mean())
-        )
+        self._set_logit_transform(model)
         if (
             self.model_key_ is None
             or getattr(self, "_cache_key", None) != self.model_key_
@@ -543,6 +512,48 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             + ")"
         )
         return self
+
+    def _set_identities(self, model, preprocess, tokenizer):
+        """What the cached embeddings are keyed by: the image side (``model_key_``,
+        None when ``preprocess`` cannot be identified) and the text side."""
+        image_digest, text_digest = model_digests(model)
+        self._image_digest = image_digest
+        preprocess_id = self.preprocess_key or transform_key(preprocess)
+        if preprocess_id is None:
+            self.model_key_ = None
+            if self.cache_dir is not None:
+                warnings.warn(
+                    f"cache_dir={os.fspath(self.cache_dir)!r} is not used: preprocess is "
+                    f"a callable of your own ({type(preprocess).__name__}) whose behaviour "
+                    "cannot be identified, so its embeddings could be confused with "
+                    "another preprocessing's. Pass preprocess_key='<a name that changes "
+                    "when your preprocessing changes>' to cache on disk.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        else:
+            self._image_identity = {
+                "model_name": self.model_name, "image_tower": image_digest,
+                "preprocess": preprocess_id, "precision": self.precision_,
+            }
+            self.model_key_ = key_of(self._image_identity)
+        tokenizer_id = tokenizer_key(tokenizer)
+        self._text_identity = None if tokenizer_id is None else {
+            "model_name": self.model_name, "text": text_digest,
+            "tokenizer": tokenizer_id, "precision": self.precision_,
+        }
+
+    def _set_logit_transform(self, model):
+        """``logit_scale_`` (100 without one) and ``logit_bias_`` (None without
+        one: softmax scores) of the model."""
+        scale = getattr(model, "logit_scale", None)
+        self.logit_scale_ = (
+            100.0 if scale is None else float(torch.as_tensor(scale).detach().float().exp().mean())
+        )
+        bias = getattr(model, "logit_bias", None)
+        self.logit_bias_ = (
+            None if bias is None else float(torch.as_tensor(bias).detach().float().mean())
+        )
 
     def _slug(self):
         return re.sub(r"[^A-Za-z0-9._-]+", "_", self.model_name).strip("_")[:40]

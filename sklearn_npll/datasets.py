@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-def _check_generator(random_state):
+def _numpy_generator(random_state):
     """Return a ``numpy.random.Generator`` seeded from ``random_state``.
 
     ``random_state`` may be ``None``, an int, a ``numpy.random.RandomState``
@@ -97,34 +97,41 @@ def make_partial_labels(y, partial_rate, noise_rate, *, n_classes=None, random_s
         raise ValueError("y is empty; give at least one label.")
     q = _check_rate(partial_rate, "partial_rate")
     eta = _check_rate(noise_rate, "noise_rate")
+    codes, C = _label_codes(y, n_classes)
+    return _draw_partial_sets(codes, C, q, eta, _numpy_generator(random_state))
+
+
+def _label_codes(y, n_classes):
+    """Column of each label, and the number of columns: ``(codes, C)``."""
     if n_classes is None:
         try:
             _, codes = np.unique(y, return_inverse=True)
         except TypeError as exc:
             raise ValueError(f"Could not sort the labels in y ({exc}).") from exc
         codes = codes.reshape(-1)
-        C = int(codes.max()) + 1
-    else:
-        if isinstance(n_classes, (bool, np.bool_)) or not isinstance(
-            n_classes, numbers.Integral
-        ) or n_classes < 1:
-            raise ValueError(f"n_classes must be a positive int, got {n_classes!r}.")
-        C = int(n_classes)
-        if y.dtype.kind not in "iu":
-            raise ValueError(
-                f"With n_classes, y must hold integer labels in 0..{C - 1}; got "
-                f"dtype {y.dtype}. Leave n_classes=None to use np.unique(y)."
-            )
-        bad = np.flatnonzero((y < 0) | (y >= C))
-        if bad.size:
-            raise ValueError(
-                f"y holds labels outside 0..{C - 1} (n_classes={C}), first at "
-                f"index {bad[0]}: {y[bad[0]].item()!r} ({bad.size} in total)."
-            )
-        codes = y.astype(np.intp)
+        return codes, int(codes.max()) + 1
+    if isinstance(n_classes, (bool, np.bool_)) or not isinstance(
+        n_classes, numbers.Integral
+    ) or n_classes < 1:
+        raise ValueError(f"n_classes must be a positive int, got {n_classes!r}.")
+    C = int(n_classes)
+    if y.dtype.kind not in "iu":
+        raise ValueError(
+            f"With n_classes, y must hold integer labels in 0..{C - 1}; got "
+            f"dtype {y.dtype}. Leave n_classes=None to use np.unique(y)."
+        )
+    bad = np.flatnonzero((y < 0) | (y >= C))
+    if bad.size:
+        raise ValueError(
+            f"y holds labels outside 0..{C - 1} (n_classes={C}), first at "
+            f"index {bad[0]}: {y[bad[0]].item()!r} ({bad.size} in total)."
+        )
+    return y.astype(np.intp), C
 
-    rng = _check_generator(random_state)
-    n = y.size
+
+def _draw_partial_sets(codes, C, q, eta, rng):
+    """The uniform-flipping draw of :func:`make_partial_labels`, as a uint8 matrix."""
+    n = codes.size
     rows = np.arange(n)
     member = rng.random((n, C)) < q
     member[rows, codes] = True
@@ -224,6 +231,24 @@ def votes_to_candidates(votes, classes=None):
     >>> classes.tolist()
     ['cat', 'dog']
     """
+    V = _check_votes(votes)
+    missing, values = _missing_mask(V)
+    no_vote = np.flatnonzero(missing.all(axis=1))
+    if no_vote.size:
+        raise ValueError(
+            f"{no_vote.size} sample(s) have no vote at all, at rows "
+            f"{_format_list(no_vote)}. Every sample needs at least one vote; "
+            "drop these samples."
+        )
+    classes, cols = _vote_columns(values, classes)
+    rows = np.nonzero(~missing)[0]
+    Y = np.zeros((V.shape[0], classes.size), dtype=np.uint8)
+    Y[rows, cols] = 1
+    return Y, classes
+
+
+def _check_votes(votes):
+    """Votes as a non-empty 2-D array ``(n_samples, n_annotators)``."""
     V = np.asarray(_as_numpy(votes))
     if V.ndim == 1:
         V = V[:, None]
@@ -233,14 +258,12 @@ def votes_to_candidates(votes, classes=None):
         )
     if V.shape[0] == 0 or V.shape[1] == 0:
         raise ValueError(f"votes is empty (shape {V.shape}).")
-    missing, values = _missing_mask(V)
-    no_vote = np.flatnonzero(missing.all(axis=1))
-    if no_vote.size:
-        raise ValueError(
-            f"{no_vote.size} sample(s) have no vote at all, at rows "
-            f"{_format_list(no_vote)}. Every sample needs at least one vote; "
-            "drop these samples."
-        )
+    return V
+
+
+def _vote_columns(values, classes):
+    """The classes (sorted distinct votes by default) and the column of each
+    non-missing vote: ``(classes, cols)``."""
     if classes is None:
         try:
             classes, cols = np.unique(values, return_inverse=True)
@@ -251,22 +274,18 @@ def votes_to_candidates(votes, classes=None):
         cols = cols.reshape(-1)
         if classes.dtype == object:
             classes = np.asarray(classes.tolist())
-    else:
-        classes = _check_classes(classes)
-        if values.dtype.kind in "iu" and classes.dtype.kind not in "iuf":
-            cols = values.astype(np.intp)
-            bad = (cols < 0) | (cols >= classes.size)
-            if np.any(bad):
-                raise ValueError(
-                    f"Integer votes are read as column indices into classes "
-                    f"(0..{classes.size - 1}), but got {_format_list(np.unique(cols[bad]))}."
-                )
-        else:
-            cols = _label_positions(values, classes, what="votes")
-    rows = np.nonzero(~missing)[0]
-    Y = np.zeros((V.shape[0], classes.size), dtype=np.uint8)
-    Y[rows, cols] = 1
-    return Y, classes
+        return classes, cols
+    classes = _check_classes(classes)
+    if values.dtype.kind in "iu" and classes.dtype.kind not in "iuf":
+        cols = values.astype(np.intp)
+        bad = (cols < 0) | (cols >= classes.size)
+        if np.any(bad):
+            raise ValueError(
+                f"Integer votes are read as column indices into classes "
+                f"(0..{classes.size - 1}), but got {_format_list(np.unique(cols[bad]))}."
+            )
+        return classes, cols
+    return classes, _label_positions(values, classes, what="votes")
 
 
 def candidate_stats(Y, y_true=None, classes=None):
@@ -669,7 +688,5 @@ def make_annotator_partial_labels(X, y, X_pool, y_pool, *, n_annotators=8, n_sho
     panel = AnnotatorPanel(n_annotators=n_annotators, n_shots=n_shots,
                            feature_fraction=feature_fraction, top_k=top_k,
                            estimators=estimators, random_state=random_state)
-    panel.fit(X_pool, y_pool)
-    Y = panel.candidates(X)
-    stats = candidate_stats(Y, y_true=y, classes=panel.classes_)
-    return Y, stats, panel
+    Y = panel.fit(X_pool, y_pool).candidates(X)
+    return Y, candidate_stats(Y, y_true=y, classes=panel.classes_), panel

@@ -7,6 +7,7 @@ import socket
 import sys
 import time
 import warnings
+from urllib.error import URLError
 
 import numpy as np
 import pytest
@@ -382,6 +383,22 @@ def test_missing_transformers_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(ImportError, match=r"sklearn-npll\[hf\]"):
         VLMPartialAnnotator(CLASSES, model_name="npll-tiny-hf", pretrained=None).fit()
+
+
+@pytest.mark.parametrize("error, raised, message", [
+    (URLError("no route to host"), OSError, r"Could not download .*To work offline"),
+    (ImportError("No module named 'transformers'", name="transformers"), ImportError,
+     r"sklearn-npll\[hf\]"),
+    (ValueError("unrelated"), ValueError, r"^unrelated$"),
+])
+def test_a_failed_load_explains_a_download_or_a_missing_extra(checkpoint, monkeypatch, error,
+                                                              raised, message):
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", fail)
+    with pytest.raises(raised, match=message):
+        make(checkpoint).fit()
 
 
 def test_stalled_hub_fails_within_the_timeout_without_global_state(checkpoint, monkeypatch,

@@ -167,6 +167,18 @@ def test_a_missing_damaged_or_foreign_checkpoint_refuses_to_resume(saved, tmp_pa
     check_section("checkpoints", rows)
 
 
+def test_the_default_dirname_is_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cp = TrainingCheckpoint()
+    runs = [make("CCClassifier", max_epochs=epochs,
+                 callbacks=[("cp", cp), ("resume", LoadInitState(cp))]).fit(X, Y)
+            for epochs in (2, 3)]
+    # resumed, not refitted: the first two epochs are the saved ones
+    assert runs[1].history_[:2, "dur"] == runs[0].history_[:, "dur"]
+    manifest, files = current(tmp_path)
+    assert manifest["epoch"] == 3 and files.parent == tmp_path
+
+
 class RecordNumpy(Callback):
     def on_epoch_end(self, net, **kwargs):
         net.history.record("n_numpy", np.int64(len(net.history)))

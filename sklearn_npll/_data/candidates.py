@@ -26,7 +26,8 @@ def _format_list(values, max_listed=_MAX_LISTED):
 
 
 def _as_numpy(Y):
-    """Turn torch tensors, sparse matrices and array-likes into a numpy array."""
+    """Turn torch tensors and scipy sparse matrices into numpy arrays; return
+    anything else as it is."""
     if hasattr(Y, "toarray") and callable(Y.toarray):  # scipy sparse
         return np.asarray(Y.toarray())
     if hasattr(Y, "detach") and hasattr(Y, "cpu"):  # torch tensor
@@ -152,8 +153,7 @@ def is_candidate_set_list(Y):
     lengths = {len(item) for item in items}
     if len(lengths) > 1:
         return True
-    arr = np.asarray(items, dtype=object)
-    flat = [v for v in arr.ravel().tolist()]
+    flat = np.asarray(items, dtype=object).ravel().tolist()
     return not all(
         isinstance(v, (numbers.Number, np.bool_)) and not isinstance(v, str)
         for v in flat
@@ -229,6 +229,80 @@ def _check_binary(Y):
     return Y.astype(np.uint8)
 
 
+def _as_array(Y):
+    """``Y`` as a numpy array, or a ValueError listing the accepted forms."""
+    try:
+        return np.asarray(Y)
+    except ValueError as exc:
+        raise ValueError(
+            "Could not read the candidate sets as an array "
+            f"({exc}). Pass a 0/1 matrix, a 1-D label vector or a list of "
+            "sets of class names."
+        ) from exc
+
+
+def _labels_to_matrix(labels, classes):
+    """Singleton candidate sets of a 1-D label vector: ``(Y01, classes)``."""
+    if labels.size == 0:
+        raise ValueError("The candidate sets are empty (0 samples).")
+    if labels.dtype.kind == "f" and np.any(np.isnan(labels)):
+        bad = np.flatnonzero(np.isnan(labels))
+        raise ValueError(
+            f"Labels contain NaN at rows {_format_list(bad)}; every "
+            "sample needs a label or a candidate set."
+        )
+    if classes is None:
+        try:
+            classes, cols = np.unique(labels, return_inverse=True)
+        except TypeError as exc:
+            raise ValueError(
+                "Could not sort the labels: they mix types "
+                f"{_type_names(labels.tolist())}. Use labels of a "
+                "single type, e.g. all strings."
+            ) from exc
+        cols = cols.reshape(-1)
+    else:
+        classes = _check_classes(classes)
+        cols = _label_positions(labels, classes, what="Labels")
+    Y01 = np.zeros((labels.size, classes.size), dtype=np.uint8)
+    Y01[np.arange(labels.size), cols] = 1
+    return Y01, classes
+
+
+def _check_matrix(Y, classes):
+    """A non-empty 2-D 0/1 matrix as uint8, with its column names: ``(Y01, classes)``."""
+    if Y.shape[0] == 0:
+        raise ValueError("The candidate matrix is empty (0 rows).")
+    if Y.shape[1] == 0:
+        raise ValueError(
+            "The candidate matrix has 0 columns; it needs one column "
+            "per class."
+        )
+    Y01 = _check_binary(Y)
+    if classes is None:
+        classes = np.arange(Y.shape[1])
+    else:
+        classes = _check_classes(classes, n_columns=Y.shape[1])
+    return Y01, classes
+
+
+def _check_rows(Y01, n_samples):
+    """Raise unless ``Y01`` has ``n_samples`` rows (when given), none of them empty."""
+    n = Y01.shape[0]
+    if n_samples is not None and n != n_samples:
+        raise ValueError(
+            f"The candidate sets have {n} rows but X has {n_samples} samples; "
+            "give one candidate set per sample."
+        )
+    empty = np.flatnonzero(Y01.sum(axis=1) == 0)
+    if empty.size:
+        raise ValueError(
+            f"{empty.size} sample(s) have no candidate label, at rows "
+            f"{_format_list(empty)}. Every candidate set must contain at least "
+            "one class; drop these samples or give them candidates."
+        )
+
+
 def check_candidates(Y, *, n_samples=None, classes=None):
     """Validate candidate label sets and convert them to a 0/1 matrix.
 
@@ -286,69 +360,16 @@ def check_candidates(Y, *, n_samples=None, classes=None):
     if is_candidate_set_list(Y):
         Y01, classes = _sets_to_matrix(list(Y), classes)
     else:
-        try:
-            arr = np.asarray(Y)
-        except ValueError as exc:
-            raise ValueError(
-                "Could not read the candidate sets as an array "
-                f"({exc}). Pass a 0/1 matrix, a 1-D label vector or a list of "
-                "sets of class names."
-            ) from exc
+        arr = _as_array(Y)
         if arr.ndim == 1:
-            if arr.size == 0:
-                raise ValueError("The candidate sets are empty (0 samples).")
-            if arr.dtype.kind == "f" and np.any(np.isnan(arr)):
-                bad = np.flatnonzero(np.isnan(arr))
-                raise ValueError(
-                    f"Labels contain NaN at rows {_format_list(bad)}; every "
-                    "sample needs a label or a candidate set."
-                )
-            if classes is None:
-                try:
-                    classes, cols = np.unique(arr, return_inverse=True)
-                except TypeError as exc:
-                    raise ValueError(
-                        "Could not sort the labels: they mix types "
-                        f"{_type_names(arr.tolist())}. Use labels of a "
-                        "single type, e.g. all strings."
-                    ) from exc
-                cols = cols.reshape(-1)
-            else:
-                classes = _check_classes(classes)
-                cols = _label_positions(arr, classes, what="Labels")
-            Y01 = np.zeros((arr.size, classes.size), dtype=np.uint8)
-            Y01[np.arange(arr.size), cols] = 1
+            Y01, classes = _labels_to_matrix(arr, classes)
         elif arr.ndim == 2:
-            if arr.shape[0] == 0:
-                raise ValueError("The candidate matrix is empty (0 rows).")
-            if arr.shape[1] == 0:
-                raise ValueError(
-                    "The candidate matrix has 0 columns; it needs one column "
-                    "per class."
-                )
-            Y01 = _check_binary(arr)
-            if classes is None:
-                classes = np.arange(arr.shape[1])
-            else:
-                classes = _check_classes(classes, n_columns=arr.shape[1])
+            Y01, classes = _check_matrix(arr, classes)
         else:
             raise ValueError(
                 "Candidate sets must be a 2-D 0/1 matrix (n_samples, "
                 "n_classes), a 1-D label vector or a list of sets; got an "
                 f"array of shape {arr.shape}."
             )
-
-    n = Y01.shape[0]
-    if n_samples is not None and n != n_samples:
-        raise ValueError(
-            f"The candidate sets have {n} rows but X has {n_samples} samples; "
-            "give one candidate set per sample."
-        )
-    empty = np.flatnonzero(Y01.sum(axis=1) == 0)
-    if empty.size:
-        raise ValueError(
-            f"{empty.size} sample(s) have no candidate label, at rows "
-            f"{_format_list(empty)}. Every candidate set must contain at least "
-            "one class; drop these samples or give them candidates."
-        )
+    _check_rows(Y01, n_samples)
     return Y01, np.asarray(classes)

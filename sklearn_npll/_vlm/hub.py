@@ -9,6 +9,7 @@ seconds, so a hub that accepts a connection and never answers cannot hold
 ``fit`` for minutes.
 """
 
+import contextlib
 import os
 import socket
 import sys
@@ -208,21 +209,67 @@ def _run_with_deadline(fn, seconds):
     return True, box["value"]
 
 
-def _local_route(model_name, pretrained, cfg):
-    """``(model_name, pretrained, extra kwargs)`` reading only local files, or None.
+def _check_pretrained(model_name, pretrained):
+    """``(pretrained, cfg, options, url)``: ``pretrained`` checked against open_clip.
 
-    A pretrained tag whose weights sit in the local Hugging Face cache becomes
-    the cached file's path, with the tag's preprocessing; an ``hf-hub:``
-    repository whose config and weights are cached becomes its ``local-dir:``
-    snapshot folder.
+    A checkpoint path must be a file (it comes back as a string); a tag must
+    be one open_clip knows for ``model_name``, and ``cfg`` is its pretrained
+    config (None for anything else). ``options`` are the keyword arguments
+    the weights need (QuickGELU for weights trained with it) and ``url`` the
+    host a download would reach.
     """
-    if model_name.startswith("hf-hub:"):
-        repo_id = model_name[len("hf-hub:"):]
-        config = _cached_hub_file(repo_id, (_HF_CONFIG_FILE,))
-        weights = _cached_hub_file(repo_id, _HF_WEIGHT_FILES)
-        if config and weights and os.path.dirname(config) == os.path.dirname(weights):
-            return "local-dir:" + os.path.dirname(config), None, {}
-        return None
+    import open_clip
+
+    options = {}
+    url = _hub_endpoint()  # configs and tokenizers may come from the hub
+    if model_name.startswith(("hf-hub:", "local-dir:")) or pretrained is None:
+        return pretrained, None, options, url
+    if looks_like_path(pretrained):
+        path = os.fspath(pretrained)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"pretrained={path!r} is not a file. Give the path of an open_clip "
+                f"checkpoint for model_name={model_name!r} (.pt, .bin or "
+                ".safetensors), or a pretrained tag such as 'openai'."
+            )
+        return path, None, options, url
+    if model_name not in open_clip.list_models():
+        raise ValueError(
+            f"model_name={model_name!r} is not an open_clip architecture. "
+            f"Known names include {_format_list(open_clip.list_models(), 8)}; "
+            "see open_clip.list_models()."
+        )
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise ValueError(
+            f"pretrained={pretrained!r} is neither a file nor a known tag for "
+            f"model_name={model_name!r}; known tags: {_format_list(tags, 10)}."
+        )
+    if cfg.get("quick_gelu") and not open_clip.get_model_config(model_name).get(
+        "quick_gelu", False
+    ):
+        # e.g. ViT-B-32 + 'openai': the weights were trained with QuickGELU.
+        options["force_quick_gelu"] = True
+    if cfg.get("url") and not (cfg.get("hf_hub") and url):
+        url = cfg["url"]
+    return pretrained, cfg, options, url
+
+
+def _cached_hub_repo(model_name):
+    """The ``local-dir:`` route of an ``hf-hub:`` repository whose config and
+    weights are both in the local Hugging Face cache, or None."""
+    repo_id = model_name[len("hf-hub:"):]
+    config = _cached_hub_file(repo_id, (_HF_CONFIG_FILE,))
+    weights = _cached_hub_file(repo_id, _HF_WEIGHT_FILES)
+    if config and weights and os.path.dirname(config) == os.path.dirname(weights):
+        return "local-dir:" + os.path.dirname(config), None, {}
+    return None
+
+
+def _cached_tag_weights(model_name, cfg):
+    """The route of a pretrained tag whose hub weights are in the local Hugging
+    Face cache: the cached file's path, with the tag's preprocessing; or None."""
     if cfg is None or not cfg.get("hf_hub"):
         return None
     # "org/repo/file.bin", or "org/repo/" for open_clip's default file names
@@ -239,108 +286,76 @@ def _local_route(model_name, pretrained, cfg):
     return model_name, path, overrides
 
 
-def load_open_clip(model_name, pretrained, timeout=60.0, verbose=False):
-    """Create ``(model, preprocess, tokenizer)`` the way a user would with open_clip.
+def _local_route(model_name, pretrained, cfg):
+    """``(name, weights, extra kwargs)`` for :func:`_create` that read only local
+    files, or None when the network is needed.
 
-    Local checkpoint files, ``local-dir:`` folders and weights already in the
-    local Hugging Face cache are loaded without the network. Otherwise the
-    download host is probed, and the download gets at most ``timeout``
-    seconds in all before an ``OSError`` explains the offline options.
+    Checkpoint files, ``local-dir:`` folders and ``pretrained=None`` are
+    local as given, and so is a tag whose weights open_clip keeps in
+    ``~/.cache/clip``; cached hub files are found by :func:`_cached_hub_repo`
+    and :func:`_cached_tag_weights`.
+    """
+    if model_name.startswith("hf-hub:"):
+        return _cached_hub_repo(model_name)
+    if pretrained is not None and os.path.isfile(os.fspath(pretrained)):
+        return model_name, pretrained, {}
+    if model_name.startswith("local-dir:") or pretrained is None:
+        return model_name, pretrained, {}
+    if cfg is not None and cfg.get("url") and not cfg.get("hf_hub"):
+        cached = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(cfg["url"]))
+        return (model_name, pretrained, {}) if os.path.isfile(cached) else None
+    return _cached_tag_weights(model_name, cfg)
+
+
+def _create(model_name, options, name, weights, extra):
+    """``(model, preprocess, tokenizer)`` from open_clip for ``name`` and ``weights``.
+
+    ``options`` and ``extra`` are keyword arguments of
+    ``create_model_and_transforms``; ``model_name`` is the architecture the
+    user asked for, named when a checkpoint file does not fit it.
     """
     import open_clip
 
-    check_transformers(model_name)
-    started = time.monotonic()
-    kwargs = {}
-    cfg = None
-    network_url = _hub_endpoint()  # configs and tokenizers may come from the hub
-    if model_name.startswith(("hf-hub:", "local-dir:")):
-        pass
-    elif pretrained is not None and looks_like_path(pretrained):
-        path = os.fspath(pretrained)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"pretrained={path!r} is not a file. Give the path of an open_clip "
-                f"checkpoint for model_name={model_name!r} (.pt, .bin or "
-                ".safetensors), or a pretrained tag such as 'openai'."
-            )
-        pretrained = path
-    elif pretrained is not None:
-        if model_name not in open_clip.list_models():
-            raise ValueError(
-                f"model_name={model_name!r} is not an open_clip architecture. "
-                f"Known names include {_format_list(open_clip.list_models(), 8)}; "
-                "see open_clip.list_models()."
-            )
-        cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
-        if not cfg:
-            tags = open_clip.list_pretrained_tags_by_model(model_name)
-            raise ValueError(
-                f"pretrained={pretrained!r} is neither a file nor a known tag for "
-                f"model_name={model_name!r}; known tags: {_format_list(tags, 10)}."
-            )
-        if cfg.get("quick_gelu") and not open_clip.get_model_config(model_name).get(
-            "quick_gelu", False
-        ):
-            # e.g. ViT-B-32 + 'openai': the weights were trained with QuickGELU.
-            kwargs["force_quick_gelu"] = True
-        if cfg.get("url") and not (cfg.get("hf_hub") and network_url):
-            network_url = cfg["url"]
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=None if weights is None else os.fspath(weights),
+            **options, **extra,
+        )
+    except RuntimeError as exc:
+        if weights is not None and os.path.isfile(os.fspath(weights)):
+            raise RuntimeError(
+                f"Could not load the checkpoint {os.fspath(weights)!r} into "
+                f"open_clip's {model_name!r} architecture: {exc}. Check that "
+                "model_name matches the checkpoint."
+            ) from exc
+        raise
+    context_length = getattr(model, "context_length", None)
+    tokenizer = open_clip.get_tokenizer(name, context_length=context_length)
+    return model, preprocess, tokenizer
 
-    def load(name, weights, extra):
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=None if weights is None else os.fspath(weights),
-                **kwargs, **extra,
-            )
-        except RuntimeError as exc:
-            if weights is not None and os.path.isfile(os.fspath(weights)):
-                raise RuntimeError(
-                    f"Could not load the checkpoint {os.fspath(weights)!r} into "
-                    f"open_clip's {model_name!r} architecture: {exc}. Check that "
-                    "model_name matches the checkpoint."
-                ) from exc
-            raise
-        context_length = getattr(model, "context_length", None)
-        tokenizer = open_clip.get_tokenizer(name, context_length=context_length)
-        return model, preprocess, tokenizer
 
-    # what can be loaded from local files alone (None: needs the network)
-    local = None
-    if model_name.startswith("hf-hub:"):
-        local = _local_route(model_name, None, None)
-    elif pretrained is not None and os.path.isfile(os.fspath(pretrained)):
-        local = (model_name, pretrained, {})
-    elif model_name.startswith("local-dir:") or pretrained is None:
-        local = (model_name, pretrained, {})
-    elif cfg is not None and cfg.get("url") and not cfg.get("hf_hub"):
-        cached = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(cfg["url"]))
-        if os.path.isfile(cached):
-            local = (model_name, pretrained, {})
-    else:
-        local = _local_route(model_name, pretrained, cfg)
-
-    def failed(exc):
+@contextlib.contextmanager
+def _clear_errors(model_name, pretrained):
+    """Raise a missing-extra error, or a download error that explains the
+    offline options, in place of the error it comes from; others pass."""
+    try:
+        yield
+    except Exception as exc:
         if _missing_module(exc) == "transformers":
-            return missing_extra_error(model_name)
+            raise missing_extra_error(model_name) from exc
         if not _is_download_error(exc):
-            return None
-        return OSError(
+            raise
+        raise OSError(
             f"Could not download {describe(model_name, pretrained)}: {exc}. "
             + offline_help(model_name, pretrained)
-        )
+        ) from exc
 
-    if local is not None:
-        try:
-            return load(*local)
-        except Exception as exc:
-            error = failed(exc)
-            if error is None:
-                raise
-            raise error from exc
 
-    host = urllib.parse.urlsplit(network_url or "").netloc or network_url
-    if not network_url or not _reachable(network_url, min(_PROBE_TIMEOUT, timeout)):
+def _download(model_name, pretrained, options, url, timeout, started, verbose):
+    """Load from the network: probe ``url``'s host, then give the download
+    what is left of ``timeout`` seconds counted from ``started``."""
+    host = urllib.parse.urlsplit(url or "").netloc or url
+    if not url or not _reachable(url, min(_PROBE_TIMEOUT, timeout)):
         raise OSError(
             f"Could not load {describe(model_name, pretrained)}: files it needs "
             "(weights, config or tokenizer) are not in the local cache and the "
@@ -351,13 +366,9 @@ def load_open_clip(model_name, pretrained, timeout=60.0, verbose=False):
         print(f"[VLMPartialAnnotator] downloading {describe(model_name, pretrained)}",
               file=sys.stderr)
     left = timeout - (time.monotonic() - started)
-    try:
-        done, result = _run_with_deadline(lambda: load(model_name, pretrained, {}), left)
-    except Exception as exc:
-        error = failed(exc)
-        if error is None:
-            raise
-        raise error from exc
+    with _clear_errors(model_name, pretrained):
+        done, result = _run_with_deadline(
+            lambda: _create(model_name, options, model_name, pretrained, {}), left)
     if not done:
         raise OSError(
             f"Could not load {describe(model_name, pretrained)}: the download host "
@@ -366,3 +377,21 @@ def load_open_clip(model_name, pretrained, timeout=60.0, verbose=False):
             + offline_help(model_name, pretrained)
         )
     return result
+
+
+def load_open_clip(model_name, pretrained, timeout=60.0, verbose=False):
+    """Create ``(model, preprocess, tokenizer)`` the way a user would with open_clip.
+
+    Local checkpoint files, ``local-dir:`` folders and weights already in the
+    local Hugging Face cache are loaded without the network. Otherwise the
+    download host is probed, and the download gets at most ``timeout``
+    seconds in all before an ``OSError`` explains the offline options.
+    """
+    check_transformers(model_name)
+    started = time.monotonic()
+    pretrained, cfg, options, url = _check_pretrained(model_name, pretrained)
+    local = _local_route(model_name, pretrained, cfg)
+    if local is None:
+        return _download(model_name, pretrained, options, url, timeout, started, verbose)
+    with _clear_errors(model_name, pretrained):
+        return _create(model_name, options, *local)

@@ -178,6 +178,115 @@ def to_pil(payload):
     return Image.fromarray(payload)
 
 
+class _EmbeddingRun:
+    """The state of one :func:`embed_images` call: output, queues, thread pools.
+
+    An image whose embedding is in a cache goes straight to ``out``. A miss
+    waits under its key, with every index that shares the key: in
+    ``pending`` (key -> [preprocessed tensor, indices]) until a batch is
+    full, then in ``waiting`` (key -> indices) while its batch is encoded;
+    ``inflight`` holds the batches being encoded, oldest first, as
+    ``(keys, future)``.
+    """
+
+    def __init__(self, n, encode, preprocess, memory, disk, batch_size, workers):
+        self.n, self.encode, self.preprocess = n, encode, preprocess
+        self.memory, self.disk = memory, disk
+        self.batch_size, self.workers = batch_size, workers
+        self.out = None
+        self.pending = {}
+        self.waiting = {}
+        self.inflight = collections.deque()
+        self.executor = ThreadPoolExecutor(workers) if workers > 1 else None
+        self.model_thread = ThreadPoolExecutor(1) if workers > 1 else None
+
+    def close(self):
+        for pool in (self.executor, self.model_thread):
+            if pool is not None:
+                pool.shutdown()
+
+    def map(self, fn, items):
+        """``map`` over a few contiguous parts in the pool (one task per part)."""
+        items = list(items)
+        if self.executor is None or len(items) < 2:
+            return [fn(x) for x in items]
+        size = -(-len(items) // self.workers)
+        parts = [items[i : i + size] for i in range(0, len(items), size)]
+        done = self.executor.map(lambda part: [fn(x) for x in part], parts)
+        return [y for part in done for y in part]
+
+    def store(self, i, vec):
+        """Put image ``i``'s embedding in ``out`` (allocated at the first one)."""
+        if self.out is None:
+            self.out = np.empty((self.n, vec.shape[0]), dtype=np.float32)
+        self.out[i] = vec
+
+    def add_chunk(self, source, start, stop):
+        """Look up the images ``start:stop``, preprocess their misses and
+        encode every batch that is full."""
+        self._preprocess(self._look_up(source, start, stop))
+        while len(self.pending) >= self.batch_size:
+            self._submit()
+
+    def drain(self):
+        """Encode what is left, a last batch possibly smaller."""
+        while self.pending:
+            self._submit()
+        while self.inflight:
+            self._finish()
+
+    def _look_up(self, source, start, stop):
+        """Store the cached embeddings of ``start:stop``; ``(key, payload)`` of
+        each new miss (a key already waiting only gains the index)."""
+        misses = []
+        for offset, (key, payload) in enumerate(source.chunk(start, stop, self.map)):
+            i = start + offset
+            vec = self.memory.get(key)
+            if vec is None and self.disk is not None:
+                vec = self.disk.lookup(key, self.memory)
+            if vec is not None:
+                self.store(i, vec)
+            elif key in self.waiting:
+                self.waiting[key].append(i)
+            elif key in self.pending:
+                self.pending[key][1].append(i)
+            else:
+                self.pending[key] = [None, [i]]
+                misses.append((key, payload))
+        return misses
+
+    def _preprocess(self, misses):
+        """Decode and preprocess the misses (in the pool) into their pending entries."""
+        tensors = self.map(lambda payload: self.preprocess(to_pil(payload)),
+                           [payload for _, payload in misses])
+        for (key, _), tensor in zip(misses, tensors):
+            self.pending[key][0] = tensor
+
+    def _submit(self):
+        """Start encoding a batch of pending keys, then finish the one before."""
+        keys = list(self.pending)[: self.batch_size]
+        batch = torch.stack([self.pending[k][0] for k in keys]).float()
+        for key in keys:
+            self.waiting[key] = self.pending.pop(key)[1]
+        if self.model_thread is None:
+            self.inflight.append((keys, _Done(self.encode(batch))))
+        else:
+            self.inflight.append((keys, self.model_thread.submit(self.encode, batch)))
+        while len(self.inflight) > 1:  # the previous batch; this one keeps running
+            self._finish()
+
+    def _finish(self):
+        """Store the oldest encoded batch in ``out`` and the caches."""
+        keys, future = self.inflight.popleft()
+        feats = np.ascontiguousarray(future.result(), dtype=np.float32)
+        if self.disk is not None:
+            self.disk.add(keys, feats)
+        for key, vec in zip(keys, feats):
+            self.memory[key] = vec
+            for i in self.waiting.pop(key):
+                self.store(i, vec)
+
+
 def embed_images(source, encode, preprocess, memory, disk=None, batch_size=256, workers=1,
                  verbose=False):
     """Normalised embeddings ``(n, dim)`` float32 of an :class:`ImageSource`, through caches.
@@ -194,88 +303,14 @@ def embed_images(source, encode, preprocess, memory, disk=None, batch_size=256, 
     from tqdm.auto import tqdm
 
     n = len(source)
-    out = None
-    pending = {}  # key -> [preprocessed tensor, indices], not yet encoded
-    waiting = {}  # key -> indices, in a batch being encoded
-    inflight = collections.deque()  # (keys, future)
-
-    def store(i, vec):
-        nonlocal out
-        if out is None:
-            out = np.empty((n, vec.shape[0]), dtype=np.float32)
-        out[i] = vec
-
-    def finish():
-        keys, future = inflight.popleft()
-        feats = np.ascontiguousarray(future.result(), dtype=np.float32)
-        if disk is not None:
-            disk.add(keys, feats)
-        for key, vec in zip(keys, feats):
-            memory[key] = vec
-            for i in waiting.pop(key):
-                store(i, vec)
-
-    def submit():
-        keys = list(pending)[:batch_size]
-        batch = torch.stack([pending[k][0] for k in keys]).float()
-        for key in keys:
-            waiting[key] = pending.pop(key)[1]
-        if model_thread is None:
-            inflight.append((keys, _Done(encode(batch))))
-        else:
-            inflight.append((keys, model_thread.submit(encode, batch)))
-        while len(inflight) > 1:  # the previous batch; this one keeps running
-            finish()
-
-    def prepare(payload):
-        return preprocess(to_pil(payload))
-
-    executor = ThreadPoolExecutor(workers) if workers > 1 else None
-    model_thread = ThreadPoolExecutor(1) if workers > 1 else None
-
-    def mapper(fn, items):
-        """``map`` over a few contiguous parts in the pool (one task per part)."""
-        items = list(items)
-        if executor is None or len(items) < 2:
-            return [fn(x) for x in items]
-        size = -(-len(items) // workers)
-        parts = [items[i : i + size] for i in range(0, len(items), size)]
-        done = executor.map(lambda part: [fn(x) for x in part], parts)
-        return [y for part in done for y in part]
-
+    run = _EmbeddingRun(n, encode, preprocess, memory, disk, batch_size, workers)
     try:
         with tqdm(total=n, unit="img", desc="Annotating", disable=not verbose) as bar:
             for start in range(0, n, batch_size):
                 stop = min(n, start + batch_size)
-                misses = []
-                for offset, (key, payload) in enumerate(source.chunk(start, stop, mapper)):
-                    i = start + offset
-                    vec = memory.get(key)
-                    if vec is None and disk is not None:
-                        vec = disk.lookup(key, memory)
-                    if vec is not None:
-                        store(i, vec)
-                    elif key in waiting:
-                        waiting[key].append(i)
-                    elif key in pending:
-                        pending[key][1].append(i)
-                    else:
-                        pending[key] = [None, [i]]
-                        misses.append((key, payload))
-                tensors = mapper(prepare, [payload for _, payload in misses])
-                for (key, _), tensor in zip(misses, tensors):
-                    pending[key][0] = tensor
-                del misses
-                while len(pending) >= batch_size:
-                    submit()
+                run.add_chunk(source, start, stop)
                 bar.update(stop - start)
-            while pending:
-                submit()
-            while inflight:
-                finish()
+            run.drain()
     finally:
-        for pool in (executor, model_thread):
-            if pool is not None:
-                pool.shutdown()
-    return out
-
+        run.close()
+    return run.out

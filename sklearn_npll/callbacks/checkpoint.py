@@ -77,6 +77,29 @@ def _sync_folder(path):
         os.close(fd)
 
 
+def _manifest_problems(manifest, net):
+    """What in ``manifest`` does not fit ``net``: format, estimator, modules,
+    optimizers, number of training samples, classes."""
+    estimator = type(net).__name__
+    problems = []
+    if manifest.get("format") != _FORMAT:
+        problems.append(f"format {manifest.get('format')!r} is not {_FORMAT}")
+    if manifest.get("estimator") != estimator:
+        problems.append(f"it was saved by {manifest.get('estimator')}, not {estimator}")
+    for kind, have in (("modules", registered_modules(net)),
+                       ("optimizers", registered_optimizers(net))):
+        if manifest.get(kind) != have:
+            problems.append(f"it holds the {kind} {manifest.get(kind)} but {estimator} "
+                            f"has {have}")
+    if manifest.get("n_train_samples") != int(net.n_train_samples_):
+        problems.append(f"it was saved for {manifest.get('n_train_samples')} training "
+                        f"samples; this fit has {net.n_train_samples_}")
+    if manifest.get("classes") != json.loads(_to_json(net.classes_)):
+        problems.append(f"it was saved for the classes {manifest.get('classes')}; this "
+                        f"fit has {net.classes_.tolist()}")
+    return problems
+
+
 class TrainingCheckpoint(Checkpoint):
     """A skorch ``Checkpoint`` that saves everything a resumed fit needs.
 
@@ -91,17 +114,17 @@ class TrainingCheckpoint(Checkpoint):
     previous folder. A kill at any point leaves the last complete
     checkpoint in place.
 
-    Pass the same callback to skorch's ``LoadInitState`` to resume: an empty
-    ``dirname`` starts a fresh fit; otherwise the fit continues from the
-    saved epoch up to ``max_epochs`` with the saved random states, so it
-    gives the model an uninterrupted fit gives. A missing, damaged or
-    inconsistent checkpoint raises :class:`CheckpointError` naming the
-    problem.
+    Pass the same callback to skorch's ``LoadInitState`` to resume: a
+    ``dirname`` without a checkpoint starts a fresh fit; otherwise the fit
+    continues from the saved epoch up to ``max_epochs`` with the saved
+    random states, so it gives the model an uninterrupted fit gives. A
+    checkpoint with a missing, damaged or inconsistent part raises
+    :class:`CheckpointError` naming the problem.
 
     Parameters
     ----------
     dirname : str, default=""
-        Folder of the checkpoint.
+        Folder of the checkpoint; ``""`` is the working directory.
     monitor : str, callable or None, default=None
         When to save, as in skorch's ``Checkpoint``; None saves every epoch.
     on_error : {"raise", "warn"}, default="raise"
@@ -216,56 +239,12 @@ class TrainingCheckpoint(Checkpoint):
             Naming every missing, damaged or inconsistent part.
         """
         where = repr(self.dirname)
-        manifest_path = os.path.join(self.dirname, MANIFEST)
-        names = os.listdir(self.dirname) if os.path.isdir(self.dirname or ".") else []
-        if not os.path.exists(manifest_path):
-            leftovers = sorted(n for n in names if _GENERATION.match(n)
-                               or n == "history.json" or n.endswith(".pt"))
-            if not leftovers:
-                return None
-            raise CheckpointError(
-                f"The checkpoint in {where} has no {MANIFEST} (the manifest naming the "
-                f"last complete save) but holds {leftovers[:6]}: it was damaged or written "
-                "by an older version. Move these files away to start afresh.")
-        try:
-            with open(manifest_path, "rb") as f:
-                manifest = json.loads(f.read())
-            epoch, folder, listed = manifest["epoch"], manifest["folder"], manifest["files"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{MANIFEST} in {where} is damaged ({exc!r}).") from exc
-        estimator = type(net).__name__
-        problems = []
-        if manifest.get("format") != _FORMAT:
-            problems.append(f"format {manifest.get('format')!r} is not {_FORMAT}")
-        if manifest.get("estimator") != estimator:
-            problems.append(f"it was saved by {manifest.get('estimator')}, not {estimator}")
-        for kind, have in (("modules", registered_modules(net)),
-                           ("optimizers", registered_optimizers(net))):
-            if manifest.get(kind) != have:
-                problems.append(f"it holds the {kind} {manifest.get(kind)} but {estimator} "
-                                f"has {have}")
-        if manifest.get("n_train_samples") != int(net.n_train_samples_):
-            problems.append(f"it was saved for {manifest.get('n_train_samples')} training "
-                            f"samples; this fit has {net.n_train_samples_}")
-        if manifest.get("classes") != json.loads(_to_json(net.classes_)):
-            problems.append(f"it was saved for the classes {manifest.get('classes')}; this "
-                            f"fit has {net.classes_.tolist()}")
-        names = [*registered_modules(net), *registered_optimizers(net)]
-        expected = [f"{name}.pt" for name in names] + ["random_state.pt", "history.json"]
-        data = {}
-        for name in expected:
-            path = os.path.join(self.dirname, folder, name)
-            if name not in listed:
-                problems.append(f"{MANIFEST} does not list {name}")
-            elif not os.path.exists(path):
-                problems.append(f"{os.path.join(folder, name)} is missing")
-            else:
-                with open(path, "rb") as f:
-                    data[name] = f.read()
-                if (len(data[name]) != listed[name]["bytes"]
-                        or digest(data[name]) != listed[name]["sha256"]):
-                    problems.append(f"{os.path.join(folder, name)} does not match "
-                                    f"{MANIFEST} (damaged, or from another save)")
+        found = self._read_manifest()
+        if found is None:
+            return None
+        manifest, epoch, folder, listed = found
+        problems = _manifest_problems(manifest, net)
+        data = self._read_files(net, folder, listed, problems)
         if problems:
             raise CheckpointError(
                 f"Cannot resume from the checkpoint of epoch {epoch} in {where}: "
@@ -283,6 +262,50 @@ class TrainingCheckpoint(Checkpoint):
                 f"{epoch}, the history holds {len(history)} epochs and the random state "
                 f"is of epoch {states['random_state.pt']['epoch']}.")
         return {"epoch": epoch, "states": states, "history": history}
+
+    def _read_manifest(self):
+        """``(manifest, epoch, folder, files listed)``, or None when ``dirname``
+        holds no checkpoint at all."""
+        where = repr(self.dirname)
+        manifest_path = os.path.join(self.dirname, MANIFEST)
+        folder = self.dirname or "."
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        if not os.path.exists(manifest_path):
+            leftovers = sorted(n for n in names if _GENERATION.match(n)
+                               or n == "history.json" or n.endswith(".pt"))
+            if not leftovers:
+                return None
+            raise CheckpointError(
+                f"The checkpoint in {where} has no {MANIFEST} (the manifest naming the "
+                f"last complete save) but holds {leftovers[:6]}: it was damaged or written "
+                "by an older version. Move these files away to start afresh.")
+        try:
+            with open(manifest_path, "rb") as f:
+                manifest = json.loads(f.read())
+            return manifest, manifest["epoch"], manifest["folder"], manifest["files"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{MANIFEST} in {where} is damaged ({exc!r}).") from exc
+
+    def _read_files(self, net, folder, listed, problems):
+        """The bytes of every file ``net`` needs from ``folder``, by name; what is
+        unlisted, missing or does not match the manifest goes to ``problems``."""
+        names = [*registered_modules(net), *registered_optimizers(net)]
+        expected = [f"{name}.pt" for name in names] + ["random_state.pt", "history.json"]
+        data = {}
+        for name in expected:
+            path = os.path.join(self.dirname, folder, name)
+            if name not in listed:
+                problems.append(f"{MANIFEST} does not list {name}")
+            elif not os.path.exists(path):
+                problems.append(f"{os.path.join(folder, name)} is missing")
+            else:
+                with open(path, "rb") as f:
+                    data[name] = f.read()
+                if (len(data[name]) != listed[name]["bytes"]
+                        or digest(data[name]) != listed[name]["sha256"]):
+                    problems.append(f"{os.path.join(folder, name)} does not match "
+                                    f"{MANIFEST} (damaged, or from another save)")
+        return data
 
     def restore(self, net, modules_only=False):
         """Load the checkpoint into the initialised ``net``.

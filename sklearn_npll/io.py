@@ -48,7 +48,7 @@ _SKORCH_ATTRIBUTES = {"history_", "callbacks_", "initialized_", "virtual_params_
                       "init_context_", "prefixes_", "cuda_dependent_attributes_", "device_"}
 # private fitted attributes the networks are built from
 _PRIVATE_FITTED = ("_seed_",)
-_FITTED_NAME = re.compile(r"^[a-z][a-z0-9_]*[a-z0-9]_$")
+_FITTED_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*[A-Za-z0-9]_$")
 
 
 # ------------------------------------------------------------------ writing
@@ -404,8 +404,8 @@ def _load_classifier(cls, document, decode, device):
     params = _names_checked(decode(document["params"], "params"), "params")
     estimator = cls(**params)
     for name, value in decode(document["fitted"], "fitted").items():
-        if not (_FITTED_NAME.match(name) or name in _PRIVATE_FITTED) \
-                or name in _SKORCH_ATTRIBUTES:
+        if not (_FITTED_NAME.match(name) and "__" not in name
+                or name in _PRIVATE_FITTED) or name in _SKORCH_ATTRIBUTES:
             raise FileFormatError(f"fitted: {name!r} is not a fitted attribute dump writes.")
         setattr(estimator, name, value)
     estimator.device_ = _resolve_device(device)

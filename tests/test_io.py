@@ -329,6 +329,7 @@ def test_another_format_version_is_refused(saved):
 @pytest.mark.parametrize("change,message", [
     ("drop weight", r"classifier\.bias is missing"),
     ("drop value", "tensor 'values.fitted.input_mean_' is missing"),
+    ("wrong dtype", r"classifier\.bias is torch\.float64 \(3,\), not torch\.float32"),
     ("extra tensor", "does not name"),
     ("no description", "without sklearn_npll's description"),
     ("odd attribute", "'__class__' is not a parameter name"),
@@ -339,6 +340,9 @@ def test_a_damaged_or_edited_file_is_refused(saved, change, message):
     def edit(document, tensors):
         if change == "drop weight":
             del tensors["modules.module.classifier.bias"]
+        elif change == "wrong dtype":
+            tensors["modules.module.classifier.bias"] = \
+                tensors["modules.module.classifier.bias"].double()
         elif change == "drop value":
             del tensors["values.fitted.input_mean_"]
         elif change == "extra tensor":

@@ -36,6 +36,8 @@ class FileFormatError(ValueError):
     True
     """
 
+    __module__ = "sklearn_npll.io"  # where it is public
+
 
 class UntrustedNameError(ValueError):
     """A file names a class or function outside the allowlist.
@@ -50,6 +52,8 @@ class UntrustedNameError(ValueError):
     >>> issubclass(UntrustedNameError, ValueError)
     True
     """
+
+    __module__ = "sklearn_npll.io"  # where it is public
 
 
 class Unstorable(TypeError):

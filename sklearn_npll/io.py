@@ -17,6 +17,7 @@ anything is built. So a file from an unknown source cannot run code when it
 is loaded, unlike pickle, joblib and skops files of these models.
 """
 
+import inspect
 import json
 import os
 import re
@@ -325,7 +326,7 @@ def _read(path):
             "sklearn_npll.io.dump.")
     try:
         document = json.loads(metadata[_METADATA_KEY], parse_constant=_no_constant)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise FileFormatError(f"The description in {where} is not valid JSON: {exc}.") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise FileFormatError(f"{where} is not a file written by sklearn_npll.io.dump.")
@@ -401,12 +402,10 @@ def _resolve_device(device):
 
 def _load_classifier(cls, document, decode, device):
     _require(document, "params", "fitted", "history", "modules", "training_state")
-    params = _names_checked(decode(document["params"], "params"), "params")
+    params = _checked(cls, decode(document["params"], "params"), "params")
     estimator = cls(**params)
-    for name, value in decode(document["fitted"], "fitted").items():
-        if not (_FITTED_NAME.match(name) and "__" not in name
-                or name in _PRIVATE_FITTED) or name in _SKORCH_ATTRIBUTES:
-            raise FileFormatError(f"fitted: {name!r} is not a fitted attribute dump writes.")
+    fitted = _checked(cls, decode(document["fitted"], "fitted"), "fitted", _PRIVATE_FITTED)
+    for name, value in fitted.items():
         setattr(estimator, name, value)
     estimator.device_ = _resolve_device(device)
     estimator.initialize()
@@ -432,11 +431,18 @@ def _load_classifier(cls, document, decode, device):
     return estimator
 
 
-def _names_checked(values, where):
-    """Refuse names that are not plain attribute names (``__class__``, ...)."""
+def _checked(cls, values, where, private=()):
+    """``values``, refusing any name that is not a plain public attribute
+    (or one of ``private``; any single-underscore name with ``private=None``),
+    or that would hide one of the class's own (``predict``, ``__class__``)
+    or skorch's bookkeeping."""
+    init = inspect.signature(cls.__init__).parameters
     for name in values:
-        if not (isinstance(name, str) and name.isidentifier() and not name.startswith("_")):
-            raise FileFormatError(f"{where}: {name!r} is not a parameter name.")
+        plain = isinstance(name, str) and name.isidentifier() and not name.startswith("__")
+        hidden = name.startswith("_") and not (private is None or name in private)
+        if not plain or hidden or name in _SKORCH_ATTRIBUTES \
+                or (hasattr(cls, name) and name not in init):
+            raise FileFormatError(f"{where}: {name!r} is not an attribute that dump writes.")
     return values
 
 
@@ -463,10 +469,7 @@ def _load_state(module, name, decode):
 
 def _load_annotator(cls, document, decode, device):
     _require(document, "state")
-    state = decode(document["state"], "state")
-    for name in state:
-        if not (isinstance(name, str) and name.isidentifier() and not name.startswith("__")):
-            raise FileFormatError(f"state: {name!r} is not an attribute name.")
+    state = _checked(cls, decode(document["state"], "state"), "state", private=None)
     estimator = cls.__new__(cls)
     estimator.__setstate__(state)
     estimator.device = device

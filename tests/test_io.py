@@ -332,8 +332,9 @@ def test_another_format_version_is_refused(saved):
     ("wrong dtype", r"classifier\.bias is torch\.float64 \(3,\), not torch\.float32"),
     ("extra tensor", "does not name"),
     ("no description", "without sklearn_npll's description"),
-    ("odd attribute", "'__class__' is not a parameter name"),
-    ("odd fitted", "'initialized_' is not a fitted attribute"),
+    ("odd attribute", "'__class__' is not an attribute that dump writes"),
+    ("a method", "'predict' is not an attribute that dump writes"),
+    ("odd fitted", "'initialized_' is not an attribute that dump writes"),
     ("unknown tag", "unknown entry"),
 ])
 def test_a_damaged_or_edited_file_is_refused(saved, change, message):
@@ -349,6 +350,8 @@ def test_a_damaged_or_edited_file_is_refused(saved, change, message):
             tensors["values.more"] = torch.zeros(3)
         elif change == "odd attribute":
             document["params"]["__class__"] = 1
+        elif change == "a method":
+            document["params"]["predict"] = {"$ref": "torch.nn.Identity"}
         elif change == "odd fitted":
             document["fitted"]["initialized_"] = False
         elif change == "unknown tag":

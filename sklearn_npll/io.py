@@ -191,7 +191,7 @@ def _encode_params(est, encode):
             "objects that cannot be stored without pickle (callback objects, augmentation "
             "transforms, lambdas) and only affect training. The loaded estimator predicts "
             "the same, with their defaults; set them again with set_params before training "
-            "it further.", UserWarning, stacklevel=3)
+            "it further.", UserWarning, stacklevel=4)
     return params
 
 

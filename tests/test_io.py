@@ -117,6 +117,8 @@ def test_feature_vectors_with_string_classes(name, fitted, tmp_path):
     # saved for prediction, as a default pickle is: it cannot train on
     with pytest.raises(NotFittedError, match="keep_training_state"):
         loaded.partial_fit(X, NAMES)
+    dump(loaded, tmp_path / "again.safetensors")  # a loaded model saves again
+    assert_same_model(load(tmp_path / "again.safetensors"), clf, X)
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
@@ -170,14 +172,20 @@ def test_a_class_of_your_own_loads_only_when_trusted(tmp_path):
         load(tmp_path / "m.safetensors", trusted=name)
 
 
-def test_predict_networks_first_keeps_one_network(tmp_path):
+def test_one_network_and_array_and_device_parameters(tmp_path):
+    prior = np.array([0.5, 0.3, 0.2])
     clf = make("CoRegClassifier", max_epochs=3, module__hidden_sizes=(8,),
-               predict_networks="first").fit(X, Y)
+               predict_networks="first", class_prior=prior,
+               device=torch.device("cpu")).fit(X, Y)
     dump(clf, tmp_path / "m.safetensors")
     with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
         networks = {key.split(".")[1] for key in f.keys() if key.startswith("modules.")}
     assert networks == {"module"}
-    assert_same_model(load(tmp_path / "m.safetensors"), clf, X)
+    loaded = load(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(loaded.class_prior, prior)
+    assert loaded.class_prior.dtype == prior.dtype
+    assert loaded.device == torch.device("cpu")
+    assert_same_model(loaded, clf, X)
 
 
 def test_the_prediction_file_holds_no_training_state(fitted, tmp_path):
@@ -228,8 +236,9 @@ def test_training_only_objects_are_left_out_with_a_warning(tmp_path):
                weak_augment=lambda x: x.flip(-1),
                callbacks=[("clip", GradientNormClipping(1.0))],
                callbacks__clip__gradient_clip_value=2.0).fit(train, labels)
-    with pytest.warns(UserWarning, match="weak_augment.*callbacks.*callbacks__clip"):
+    with pytest.warns(UserWarning, match="weak_augment.*callbacks.*callbacks__clip") as caught:
         dump(clf, tmp_path / "m.safetensors")
+    assert caught[0].filename == __file__  # points at the caller
     loaded = load(tmp_path / "m.safetensors")
     assert loaded.weak_augment is None and loaded.callbacks is None
     assert_same_model(loaded, clf, train)

@@ -2,7 +2,6 @@
 saved estimator, and refuse crafted content before it can run code."""
 
 import importlib
-import io
 import json
 import pickle
 import warnings

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _backbones
+from ._nn import backbones as _backbones
 
 __all__ = ["Decoder", "Encoder", "FileFormatError", "Unstorable", "UntrustedNameError",
            "allowlist", "reference_name", "references"]
@@ -83,7 +83,7 @@ def allowlist():
 
     names = {f"sklearn_npll.{cls.__name__}": cls for cls in (
         CCClassifier, CoRegClassifier, PRODENClassifier, VLMPartialAnnotator)}
-    names.update({f"sklearn_npll._backbones.{cls.__name__}": cls for cls in (
+    names.update({f"sklearn_npll._nn.backbones.{cls.__name__}": cls for cls in (
         _backbones.MLP, _backbones.PreActBlock, _backbones.PreActResNet18,
         _backbones.SmallCNN)})
     names.update(_public_classes(torch.optim, "torch.optim", torch.optim.Optimizer))

@@ -31,7 +31,10 @@ from sklearn.utils.validation import check_is_fitted
 from skorch.history import History
 from torch import nn
 
-from ._base import PartialLabelNet
+from ._estimator.base import PartialLabelNet
+from ._runtime import resolve_device
+from ._estimator.skorch_compat import (registered_criteria, registered_modules,
+                                      registered_optimizers)
 from ._io_codec import (Decoder, Encoder, FileFormatError, Unstorable, UntrustedNameError,
                         allowlist, import_dotted, reference_name, references)
 from .annotate import VLMPartialAnnotator
@@ -144,14 +147,16 @@ def _classifier_body(est, encode, keep_training_state):
             "history": _encode(encode, list(est.history_), "history", est),
             "training_state": None}
     if keep:
-        modules = {name: getattr(est, name + "_") for name in est._modules}
+        modules = {name: getattr(est, name + "_") for name in registered_modules(est)}
         body["training_state"] = {
             "optimizers": {name: encode(getattr(est, name + "_").state_dict(),
-                                        f"optimizers.{name}") for name in est._optimizers},
+                                        f"optimizers.{name}")
+                           for name in registered_optimizers(est)},
             "random_states": encode(getattr(est, "_random_states", None), "random_states")}
     else:
         inference = {id(net) for net in est.inference_networks()}
-        modules = {name: getattr(est, name + "_").for_prediction() for name in est._modules
+        modules = {name: getattr(est, name + "_").for_prediction()
+                   for name in registered_modules(est)
                    if id(getattr(est, name + "_")) in inference}
     for name, module in modules.items():
         for key, value in module.state_dict().items():
@@ -163,7 +168,8 @@ def _classifier_body(est, encode, keep_training_state):
 def _fitted_attributes(est):
     """Public fitted attributes, and the private ones the networks are built
     from; not skorch's bookkeeping, networks or optimizers."""
-    components = {name + "_" for name in [*est._modules, *est._optimizers, *est._criteria]}
+    components = {name + "_" for name in [*registered_modules(est), *registered_optimizers(est),
+                                          *registered_criteria(est)]}
     fitted = {name: value for name, value in vars(est).items()
               if _FITTED_NAME.match(name) and "__" not in name
               and name not in components | _SKORCH_ATTRIBUTES}
@@ -394,12 +400,6 @@ def _trusted(trusted):
     return names
 
 
-def _resolve_device(device):
-    if isinstance(device, str) and device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(torch.device(device))
-
-
 def _load_classifier(cls, document, decode, device):
     _require(document, "params", "fitted", "history", "modules", "training_state")
     params = _checked(cls, decode(document["params"], "params"), "params")
@@ -407,22 +407,24 @@ def _load_classifier(cls, document, decode, device):
     fitted = _checked(cls, decode(document["fitted"], "fitted"), "fitted", _PRIVATE_FITTED)
     for name, value in fitted.items():
         setattr(estimator, name, value)
-    estimator.device_ = _resolve_device(device)
+    estimator.device_ = str(resolve_device(device))
     estimator.initialize()
     training = document["training_state"]
     for name in document["modules"]:
-        if name not in estimator._modules:
+        if name not in registered_modules(estimator):
             raise FileFormatError(f"The file holds the weights of {name!r}, which "
-                                  f"{cls.__name__} does not have ({estimator._modules}).")
+                                  f"{cls.__name__} does not have "
+                                  f"({registered_modules(estimator)}).")
         module = getattr(estimator, name + "_")
         _load_state(module if training else module.for_prediction(), name, decode)
     estimator.history_ = History(decode(document["history"], "history"))
     if training is None:
         return estimator.trim_for_prediction()
-    missing = [name for name in estimator._modules if name not in document["modules"]]
+    missing = [name for name in registered_modules(estimator)
+               if name not in document["modules"]]
     if missing:
         raise FileFormatError(f"The file's training state lacks the networks {missing}.")
-    for name in estimator._optimizers:
+    for name in registered_optimizers(estimator):
         state = decode(training["optimizers"][name], f"optimizers.{name}")
         getattr(estimator, name + "_").load_state_dict(state)
     states = decode(training["random_states"], "random_states")

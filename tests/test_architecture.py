@@ -30,6 +30,8 @@ ALLOWED = {
     "export": {"_runtime", "_data", "_nn", "_estimator"},
     "coreg": {"_runtime", "_data", "_nn", "_estimator", "_methods"},
     "baselines": {"_runtime", "_data", "_nn", "_estimator", "_methods"},
+    "_io_codec": {"_nn"},
+    "io": {"_runtime", "_estimator", "_io_codec", "annotate"},
     "__init__": None,  # the package's face re-exports everything
 }
 # What the label math may import at all.

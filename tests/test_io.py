@@ -16,7 +16,7 @@ from sklearn.exceptions import NotFittedError
 from torch import nn
 
 from sklearn_npll import CCClassifier, CoRegClassifier, PRODENClassifier
-from sklearn_npll._backbones import MLP
+from sklearn_npll._nn.backbones import MLP
 from sklearn_npll.io import FileFormatError, UntrustedNameError, dump, load
 
 ESTIMATORS = {"CoRegClassifier": CoRegClassifier, "PRODENClassifier": PRODENClassifier,

@@ -9,7 +9,8 @@ replacement needs from skorch's internals is here, in one place, so that a
 skorch upgrade has one module to check (skorch >= 1.0, < 2; 1.4 tested).
 """
 
-__all__ = ["UnusedSkorchLoop", "finish_init", "registered_modules", "registered_optimizers"]
+__all__ = ["UnusedSkorchLoop", "finish_init", "registered_criteria", "registered_modules",
+           "registered_optimizers"]
 
 
 def finish_init(net, kwargs):
@@ -42,6 +43,12 @@ def registered_modules(net):
 def registered_optimizers(net):
     """Names of the optimizers skorch registered (``optimizer``)."""
     return list(net._optimizers)  # skorch private
+
+
+def registered_criteria(net):
+    """Names of the criteria skorch registered (none: each method computes
+    its own losses)."""
+    return list(net._criteria)  # skorch private
 
 
 # skorch's per-batch training machinery, and what to use instead

@@ -695,6 +695,25 @@ class _MaskedLogSumExp(torch.autograd.Function):
         return grad_queries, None, None, None
 
 
+def _ignore_mask(a_lab, a_flag, c_lab, c_flag, n_classes):
+    """The contrastive loss's ignore mask, ``(n, 2n + m)`` bool.
+
+    Away from the two diagonals (self, own key) an entry depends only on the
+    anchor's (label, flag) and the column's (label, flag), so one row per
+    kind of anchor is built and gathered.
+    """
+    device = a_lab.device
+    n = a_lab.shape[0]
+    rows = torch.arange(n, device=device)
+    kind_label = torch.arange(n_classes, device=device).repeat_interleave(2)
+    kind_trusted = torch.tensor([False, True], device=device).repeat(n_classes)
+    same = kind_label.unsqueeze(1) == c_lab.unsqueeze(0)
+    ignore = (same & ~(kind_trusted.unsqueeze(1) & c_flag.unsqueeze(0)))[a_lab * 2 + a_flag]
+    ignore[rows, rows] = True
+    ignore[rows, rows + n] = False
+    return ignore
+
+
 def supcon_loss_from_labels(queries, keys, queue_z, anchor_labels, anchor_flags,
                             queue_labels, queue_flags, temperature=0.07):
     """Noisy supervised contrastive loss (MoCo style), from labels and flags.
@@ -750,17 +769,7 @@ def supcon_loss_from_labels(queries, keys, queue_z, anchor_labels, anchor_flags,
     c_flag = torch.cat([a_flag, a_flag, queue_flags.reshape(-1).to(device).bool()])
     n = a_lab.shape[0]
     n_classes = int(c_lab.max()) + 1
-    rows = torch.arange(n, device=device)
-
-    # Ignore mask: away from the two diagonals an entry depends only on the
-    # anchor's (label, flag) and the column's (label, flag), so one row per
-    # kind of anchor is built and gathered.
-    kind_label = torch.arange(n_classes, device=device).repeat_interleave(2)
-    kind_trusted = torch.tensor([False, True], device=device).repeat(n_classes)
-    same = kind_label.unsqueeze(1) == c_lab.unsqueeze(0)
-    ignore = (same & ~(kind_trusted.unsqueeze(1) & c_flag.unsqueeze(0)))[a_lab * 2 + a_flag]
-    ignore[rows, rows] = True
-    ignore[rows, rows + n] = False
+    ignore = _ignore_mask(a_lab, a_flag, c_lab, c_flag, n_classes)
     log_denominator = _MaskedLogSumExp.apply(queries, contrast[n:].detach(), ignore,
                                              temperature)
 

@@ -3,7 +3,7 @@ vision-language model proposes, with Co-Reg, the scikit-learn way."""
 
 from ._data.annotated import AnnotatedImages
 from .annotate import SMALL_TEMPLATES, VLMPartialAnnotator
-from .baselines import CCClassifier, PRODENClassifier
+from .baselines import CCClassifier, DistillationClassifier, PRODENClassifier
 from .coreg import CoRegClassifier
 from .datasets import (
     AnnotatorPanel,
@@ -19,6 +19,7 @@ __all__ = [
     "AnnotatorPanel",
     "CCClassifier",
     "CoRegClassifier",
+    "DistillationClassifier",
     "PRODENClassifier",
     "SMALL_TEMPLATES",
     "VLMPartialAnnotator",

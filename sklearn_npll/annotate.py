@@ -100,7 +100,7 @@ class _DeferredAnnotation:
 
     def __call__(self):
         candidates = self.annotator.annotate(self.images)
-        return candidates, self.annotator.votes_
+        return candidates, self.annotator.votes_, self.annotator.proba_
 
 
 class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
@@ -147,17 +147,22 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         strings with one ``{}`` placeholder for the class name, or callables
         called with each class name (as it reads in prompts, see
         ``class_names``) and returning the prompt.
-    mode : {"multi_prompt", "topk", "prob_ratio"}, default="multi_prompt"
-        How a candidate set is made. ``"multi_prompt"``: union over templates
-        of each template's top-1 class. ``"topk"``: the ``k`` classes with the
-        highest template-averaged probability. ``"prob_ratio"``: among those
-        ``k`` classes, those whose averaged probability is at least ``ratio``
-        times the top-1 probability. Every set is non-empty.
+    mode : {"multi_prompt", "topk", "prob_ratio", "threshold"}, default="multi_prompt"
+        How a candidate set is made (the rules of the reference code).
+        ``"multi_prompt"``: union over templates of each template's top-1
+        class. ``"topk"``: the ``k`` classes with the highest
+        template-averaged probability. ``"prob_ratio"``: among those ``k``
+        classes, those whose averaged probability is at least ``ratio`` times
+        the top-1 probability. ``"threshold"``: every class whose averaged
+        probability is at least ``threshold``, and the top-1 class. Every set
+        is non-empty.
     k : int, default=5
         Number of classes considered by ``"topk"`` (must not exceed the
         number of classes) and ``"prob_ratio"`` (clipped to it).
     ratio : float in (0, 1], default=0.5
         Threshold of ``"prob_ratio"``, relative to the top-1 probability.
+    threshold : float in (0, 1], default=0.1
+        Threshold of ``"threshold"`` on the averaged probability.
     batch_size : int, default=256
         Images (and prompts) per forward pass.
     n_jobs : int, default=None
@@ -244,6 +249,9 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
     votes_ : ndarray of shape (n_samples, n_templates)
         Per-template top-1 class indices of the last :meth:`annotate` (or
         ``fit_transform``).
+    proba_ : ndarray of shape (n_samples, n_classes)
+        Template-averaged class probabilities (rows summing to one) of the
+        same annotation: the teacher's soft labels.
     candidate_stats_ : dict
         :func:`~sklearn_npll.datasets.candidate_stats` of the same annotation,
         with coverage and noise rate when ``fit_transform`` got ``y``.
@@ -293,9 +301,10 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         "model_name": [str],
         "pretrained": [str, os.PathLike, None],
         "templates": [StrOptions(set(TEMPLATE_SETS)), list, tuple],
-        "mode": [StrOptions({"multi_prompt", "topk", "prob_ratio"})],
+        "mode": [StrOptions({"multi_prompt", "topk", "prob_ratio", "threshold"})],
         "k": [Interval(Integral, 1, None, closed="left")],
         "ratio": [Interval(Real, 0, 1, closed="right")],
+        "threshold": [Interval(Real, 0, 1, closed="right")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_jobs": [Integral, None],
         "device": [str, torch.device],
@@ -319,6 +328,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         mode="multi_prompt",
         k=5,
         ratio=0.5,
+        threshold=0.1,
         batch_size=256,
         n_jobs=None,
         device="auto",
@@ -339,6 +349,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         self.mode = mode
         self.k = k
         self.ratio = ratio
+        self.threshold = threshold
         self.batch_size = batch_size
         self.n_jobs = n_jobs
         self.device = device
@@ -689,6 +700,10 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         if self.mode == "multi_prompt":
             Y[rows, votes] = 1
             return Y
+        if self.mode == "threshold":
+            Y[avg >= self.threshold] = 1
+            Y[np.arange(n), avg.argmax(axis=1)] = 1
+            return Y
         k = min(self.k, n_classes)
         top = np.argsort(-avg, axis=1, kind="stable")[:, :k]
         if self.mode == "topk":
@@ -705,7 +720,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
     def annotate(self, X, y=None):
         """Return the candidate matrix of ``X``.
 
-        Also sets ``votes_`` and ``candidate_stats_``.
+        Also sets ``votes_``, ``proba_`` and ``candidate_stats_``.
 
         Parameters
         ----------
@@ -725,6 +740,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         votes, avg = self._scores(X)
         Y = self._candidates(votes, avg)
         self.votes_ = votes
+        self.proba_ = avg / avg.sum(axis=1, keepdims=True)
         self.candidate_stats_ = candidate_stats(Y, y_true=y, classes=self.classes_)
         return Y
 
@@ -748,8 +764,9 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         -------
         annotated : AnnotatedImages
             ``images`` (``X`` as given), ``candidates`` (n_samples, n_classes)
-            0/1, ``classes`` (``classes_``) and ``votes`` (n_samples,
-            n_templates) class indices.
+            0/1, ``classes`` (``classes_``), ``votes`` (n_samples,
+            n_templates) class indices and ``proba`` (n_samples, n_classes),
+            the template-averaged probabilities (the teacher's soft labels).
         """
         check_is_fitted(self, "text_features_")
         images = X.images if isinstance(X, AnnotatedImages) else X
@@ -783,7 +800,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         images = X.images if isinstance(X, AnnotatedImages) else X
         candidates = self.annotate(images, y=y)
         return AnnotatedImages(images=images, candidates=candidates, classes=self.classes_,
-                               votes=self.votes_)
+                               votes=self.votes_, proba=self.proba_)
 
     def annotation_report(self, X, y=None):
         """Per-class table of the candidate sets of ``X``.

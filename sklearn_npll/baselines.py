@@ -6,56 +6,39 @@ history.
 - :class:`CCClassifier`: the classifier-consistent loss (Feng et al.,
   NeurIPS 2020). On true labels (1-D ``y``, singleton sets) it is ordinary
   cross-entropy training: the supervised upper bound.
+- :class:`DistillationClassifier`: knowledge distillation of a teacher's
+  probabilities (soft, or its top-1 class with label smoothing).
 
 Their losses and epochs live in :mod:`sklearn_npll._methods`.
 """
 
-import torch
-from sklearn.utils._param_validation import StrOptions
+import warnings
+from numbers import Real
 
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._data.annotated import AnnotatedImages
+from ._data.candidates import check_probabilities
 from ._estimator.base import PartialLabelNet
 from ._estimator.docstrings import fill_shared_docs
 from ._estimator.skorch_compat import finish_init
 from ._methods import label_math as lm
 from ._methods.cc import CCTrainer, cc_loss
+from ._methods.distillation import DistillationTrainer
 from ._methods.one_network import AUGMENTATIONS
 from ._methods.proden import PRODENState, PRODENTrainer, proden_loss
 from ._nn.networks import ClassifierNetwork
 
-__all__ = ["CCClassifier", "PRODENClassifier", "cc_loss", "proden_loss"]
+__all__ = ["CCClassifier", "DistillationClassifier", "PRODENClassifier", "cc_loss",
+           "proden_loss"]
 
 
 class _OneNetworkClassifier(PartialLabelNet):
     """One ``ClassifierNetwork`` trained by a
-    :class:`~sklearn_npll._methods.one_network.OneNetworkTrainer`."""
-
-    def __init__(self, n_samples, n_classes):
-        super().__init__()
-        self.register_buffer("weights", torch.zeros(n_samples, n_classes))
-        self.register_buffer("started", torch.zeros((), dtype=torch.bool))
-
-    @torch.no_grad()
-    def start(self, Y):
-        """Set the weights uniform over the candidates, unless already set
-        (a warm start or a loaded checkpoint keeps its weights)."""
-        if not bool(self.started):
-            self.weights.copy_(dis.restrict_to_candidates(Y, torch.ones_like(Y)))
-            self.started.fill_(True)
-
-    @torch.no_grad()
-    def update(self, rows, Y, probs):
-        """``w_i <- normalise(Y_i * p_i)`` for the given rows."""
-        self.weights[rows] = dis.restrict_to_candidates(Y, probs).to(self.weights.dtype)
-
-
-# ---------------------------------------------------------------------------
-# Estimators
-# ---------------------------------------------------------------------------
-
-
-class _OneNetworkClassifier(PartialLabelNet):
-    """One ``ClassifierNetwork`` trained by one optimizer on a per-batch
-    loss; subclasses give the loss (:meth:`batch_loss`) and optional state."""
+    :class:`~sklearn_npll._methods.one_network.OneNetworkTrainer` (the
+    ``trainer_class`` of each subclass)."""
 
     def __init__(
         self,
@@ -312,3 +295,230 @@ class CCClassifier(_OneNetworkClassifier):
     def after_fit(self, ctx):
         probs = torch.softmax(self._predict_logits(ctx.data), dim=1)
         self.label_distribution_ = lm.restrict_to_candidates(ctx.Y.cpu(), probs).numpy()
+
+
+@fill_shared_docs
+class DistillationClassifier(_OneNetworkClassifier):
+    """Knowledge distillation: a student network trained on a teacher's probabilities.
+
+    The peer a practitioner tries first when a vision-language model can
+    label their images: the student learns the teacher's class
+    probabilities (``targets="soft"``, Hinton et al., 2015), or its top-1
+    class (``targets="top1"``), with optional label smoothing. In a
+    ``Pipeline`` after :class:`~sklearn_npll.VLMPartialAnnotator` it learns
+    the annotator's template-averaged probabilities (``AnnotatedImages.proba``);
+    ``fit(X, P)`` takes them as a matrix. The same networks, inputs,
+    augmentations, budget and callbacks as the partial-label estimators, so
+    it is the baseline Co-Reg must beat: a student that improves on its
+    teacher, not one that copies it.
+
+    The loss is ``T^2 * mean_i -sum_j t_ij log softmax(z_i / T)_j`` with
+    ``t_i`` the targets (:func:`~sklearn_npll._methods.distillation.distillation_targets`):
+    soft targets are ``normalise(p_i ** (1 / T))`` (the teacher's logits
+    divided by ``T``); top-1 targets are one-hot, with ``T = 1``.
+    Prediction uses the student's logits at temperature 1.
+
+    Parameters
+    ----------
+    {module}
+    max_epochs : int, default=100
+        Number of epochs.
+    batch_size : int, default=256
+        Training batch size.
+    {lr}
+    {momentum}
+    {weight_decay}
+    {optimizer}
+    {cosine_epochs}
+    {augment}
+    {flip}
+    {padding}
+    {weak_augment}
+    {image_size}
+    {memory_budget}
+    {num_workers}
+    {precision}
+    {device_store}
+    {validation_fraction}
+        Here the covering rate is the agreement with the teacher's top-1.
+    {callbacks}
+    {verbose}
+    {device}
+    {random_state}
+    {warm_start}
+    {keep_training_state}
+    temperature : float, default=1.0
+        Temperature ``T`` of soft targets (> 1 softens the teacher).
+    targets : {"soft", "top1"}, default="soft"
+        Learn the teacher's probabilities, or its top-1 class.
+    label_smoothing : float in [0, 1), default=0.0
+        Mix the targets with the uniform distribution: ``(1 - e) t + e / C``.
+    {kwargs}
+
+    Attributes
+    ----------
+    {classes_}
+    {image_size_}
+    module_ : ClassifierNetwork
+        The student network.
+    label_distribution_ : ndarray of shape (n_samples, n_classes)
+        The targets the student learned.
+    history_ : skorch History
+        Per epoch: ``loss``, ``train_loss``, ``train_batch_count``, ``lr``,
+        ``dur``.
+    {n_features_in_}
+
+    See Also
+    --------
+    CoRegClassifier : Co-Reg, which learns from the teacher's candidate sets.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_npll import DistillationClassifier
+    >>> rng = np.random.RandomState(0)
+    >>> X = np.r_[rng.normal(-2, 1, (60, 4)), rng.normal(2, 1, (60, 4))].astype("float32")
+    >>> P = np.r_[np.tile([0.8, 0.2], (60, 1)), np.tile([0.3, 0.7], (60, 1))]
+    >>> clf = DistillationClassifier(max_epochs=5, batch_size=32, random_state=0).fit(X, P)
+    >>> clf.predict(X[:3]).shape
+    (3,)
+    """
+
+    def __init__(
+        self,
+        module=None,
+        *,
+        max_epochs=100,
+        batch_size=256,
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=5e-4,
+        optimizer=torch.optim.SGD,
+        cosine_epochs=None,
+        augment="weak",
+        flip=True,
+        padding=None,
+        weak_augment=None,
+        strong_augment=None,
+        image_size="auto",
+        memory_budget=2**31,
+        num_workers=None,
+        precision="auto",
+        device_store="auto",
+        validation_fraction=None,
+        callbacks=None,
+        verbose=0,
+        device="auto",
+        random_state=None,
+        warm_start=False,
+        keep_training_state=False,
+        temperature=1.0,
+        targets="soft",
+        label_smoothing=0.0,
+        **kwargs,
+    ):
+        self.module = module
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.optimizer = optimizer
+        self.cosine_epochs = cosine_epochs
+        self.augment = augment
+        self.flip = flip
+        self.padding = padding
+        self.weak_augment = weak_augment
+        self.strong_augment = strong_augment
+        self.image_size = image_size
+        self.memory_budget = memory_budget
+        self.num_workers = num_workers
+        self.precision = precision
+        self.device_store = device_store
+        self.validation_fraction = validation_fraction
+        self.callbacks = callbacks
+        self.verbose = verbose
+        self.device = device
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.keep_training_state = keep_training_state
+        self.temperature = temperature
+        self.targets = targets
+        self.label_smoothing = label_smoothing
+        finish_init(self, kwargs)
+
+    trainer_class = DistillationTrainer
+    _parameter_constraints = {
+        **_OneNetworkClassifier._parameter_constraints,
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "targets": [StrOptions({"soft", "top1"})],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+    }
+    # the soft targets, not the top-1 sets, say which classes can be learnt
+    _check_class_coverage = False
+
+    def fit(self, X, y=None):
+        """Fit the student to the teacher's probabilities.
+
+        Parameters
+        ----------
+        X : array-like, list of images or paths, torch Dataset, or AnnotatedImages
+            Training inputs; the annotator's output carries the teacher's
+            probabilities (``proba``) and class names.
+        y : array-like of shape (n, C), or (n,), or None
+            The teacher's class probabilities (rows summing to one; a
+            DataFrame's columns are the classes), or 1-D labels (one-hot
+            targets); None when ``X`` carries them.
+
+        Returns
+        -------
+        self : DistillationClassifier
+            The fitted estimator.
+        """
+        X, P = self._teacher_targets(X, y)
+        return self._fit(X, None, fresh=not self.warm_start or not self.initialized_,
+                         epochs=None, soft_targets=P)
+
+    def partial_fit(self, X, y=None, classes=None):
+        """Train one more epoch on the teacher's probabilities.
+
+        Parameters
+        ----------
+        X : array-like, list of images or paths, torch Dataset, or AnnotatedImages
+            Training inputs, as in :meth:`fit`; the same samples on every call.
+        y : array-like of shape (n, C), or (n,), or None
+            The teacher's probabilities, as in :meth:`fit`.
+        classes : None
+            Ignored; present for scikit-learn's API.
+
+        Returns
+        -------
+        self : DistillationClassifier
+            The estimator, trained one epoch further.
+        """
+        X, P = self._teacher_targets(X, y)
+        return self._fit(X, None, fresh=not self.initialized_, epochs=1, soft_targets=P)
+
+    def _teacher_targets(self, X, y):
+        """``(X as AnnotatedImages with the top-1 sets and classes, P)``."""
+        classes = X.classes if isinstance(X, AnnotatedImages) else None
+        images = X.images if isinstance(X, AnnotatedImages) else X
+        if y is None:
+            if not isinstance(X, AnnotatedImages) or X.proba is None:
+                raise ValueError(
+                    f"{type(self).__name__} learns a teacher's class probabilities: pass "
+                    "them as y (an (n, C) matrix whose rows sum to 1), or the output of "
+                    "VLMPartialAnnotator.transform as X (it carries them as .proba).")
+            y = X.proba
+        P, classes = check_probabilities(y, classes=classes)
+        uncovered = np.flatnonzero(P.sum(axis=0) == 0)
+        if uncovered.size and not self.initialized_:
+            warnings.warn(
+                f"{uncovered.size} class(es) get no probability from the teacher: "
+                f"{classes[uncovered][:5].tolist()}. The student cannot learn them.",
+                UserWarning)
+        top1 = np.eye(P.shape[1], dtype=np.uint8)[P.argmax(axis=1)]
+        return AnnotatedImages(images, candidates=top1, classes=classes), P
+
+    def after_fit(self, ctx):
+        self.label_distribution_ = ctx.trainer.targets.cpu().numpy()

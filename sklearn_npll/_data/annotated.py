@@ -38,8 +38,8 @@ class AnnotatedImages:
     cross-validation can split it.
 
     The candidate sets may be deferred: given ``annotate`` instead of
-    ``candidates``, they are computed on first access of ``candidates`` or
-    ``votes``. A fitted annotator's ``transform`` does this, so that a
+    ``candidates``, they are computed on first access of ``candidates``,
+    ``votes`` or ``proba``. A fitted annotator's ``transform`` does this, so that a
     ``Pipeline``'s ``predict``, which only needs the images, never runs the
     vision-language model, while its label-free ``score`` does.
 
@@ -56,9 +56,14 @@ class AnnotatedImages:
     votes : ndarray of shape (n_samples, n_voters), default=None
         Integer class indices (columns of ``candidates``) voted by each
         template or annotator; -1 marks a missing vote.
+    proba : array-like of shape (n_samples, n_classes), default=None
+        The annotator's class probabilities (for a vision-language model: the
+        mean over templates), rows summing to one: the teacher's soft labels,
+        for :class:`~sklearn_npll.DistillationClassifier` or a teacher-aware
+        method.
     annotate : callable, default=None
         Called once without arguments when the candidates are first needed;
-        returns ``(candidates, votes)``.
+        returns ``(candidates, votes, proba)``.
 
     Examples
     --------
@@ -70,15 +75,16 @@ class AnnotatedImages:
     (3, [[1, 0], [0, 1]])
     """
 
-    def __init__(self, images, candidates=None, classes=None, votes=None, *, annotate=None):
+    def __init__(self, images, candidates=None, classes=None, votes=None, proba=None, *,
+                 annotate=None):
         if candidates is None and annotate is None:
             raise ValueError("AnnotatedImages needs candidates, or annotate to compute them.")
         self.images = images
         self._annotate = annotate
         self._classes = classes
-        self._candidates = self._votes = None
+        self._candidates = self._votes = self._proba = None
         if candidates is not None:
-            self._store(candidates, votes)
+            self._store(candidates, votes, proba)
         elif classes is not None:
             self._classes = np.asarray(classes)
 
@@ -104,13 +110,19 @@ class AnnotatedImages:
         return self._votes
 
     @property
+    def proba(self):
+        """The annotator's class probabilities, shape (n_samples, n_classes), or None."""
+        self.candidates  # noqa: B018 (runs a deferred annotation)
+        return self._proba
+
+    @property
     def classes(self):
         """The class of each column of ``candidates``, shape (n_classes,)."""
         if self._classes is None:
             self.candidates  # noqa: B018
         return self._classes
 
-    def _store(self, candidates, votes):
+    def _store(self, candidates, votes, proba=None):
         self._candidates, self._classes = check_candidates(candidates, classes=self._classes)
         n = self._candidates.shape[0]
         try:
@@ -131,6 +143,7 @@ class AnnotatedImages:
                     f"votes must have shape ({n}, n_voters), got {votes.shape}."
                 )
         self._votes = votes
+        self._proba = None if proba is None else _check_proba(proba, self._candidates.shape)
 
     def __len__(self):
         if self._candidates is None:
@@ -160,6 +173,7 @@ class AnnotatedImages:
             candidates=self.candidates[idx],
             classes=self.classes,
             votes=None if self.votes is None else self.votes[idx],
+            proba=None if self.proba is None else self.proba[idx],
         )
 
     def __repr__(self):
@@ -170,5 +184,16 @@ class AnnotatedImages:
         return (
             f"AnnotatedImages(n_samples={len(self)}, "
             f"n_classes={self.classes.size}, images={type(self.images).__name__}, "
-            f"votes={votes})"
+            f"votes={votes}, proba={'None' if self.proba is None else 'yes'})"
         )
+
+
+def _check_proba(proba, shape):
+    """Class probabilities as float32, one row per candidate set."""
+    proba = np.asarray(proba, dtype=np.float32)
+    if proba.shape != shape:
+        raise ValueError(f"proba must have shape {shape} (one row per candidate set, one "
+                         f"column per class), got {proba.shape}.")
+    if not np.isfinite(proba).all() or (proba < 0).any():
+        raise ValueError("proba must hold finite, non-negative probabilities.")
+    return proba

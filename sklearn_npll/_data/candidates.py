@@ -10,7 +10,8 @@ from collections.abc import Set
 
 import numpy as np
 
-__all__ = ["check_candidates", "holds_candidate_sets", "is_candidate_set_list"]
+__all__ = ["check_candidates", "check_probabilities", "holds_candidate_sets",
+           "is_candidate_set_list"]
 
 _MAX_LISTED = 5
 
@@ -373,3 +374,59 @@ def check_candidates(Y, *, n_samples=None, classes=None):
             )
     _check_rows(Y01, n_samples)
     return Y01, np.asarray(classes)
+
+
+def check_probabilities(P, *, n_samples=None, classes=None, atol=1e-3):
+    """Validate soft labels: a matrix of class probabilities, one row per sample.
+
+    Parameters
+    ----------
+    P : array-like of shape (n_samples, n_classes) or (n_samples,)
+        Non-negative rows summing to one (within ``atol``; they are
+        renormalised), e.g. a teacher's predicted probabilities; a DataFrame's
+        column names are its classes. 1-D labels are read as one-hot rows.
+    n_samples : int, default=None
+        Expected number of rows.
+    classes : array-like of shape (n_classes,), default=None
+        Class names, one per column (default: the DataFrame's columns, else
+        ``np.arange(n_classes)``).
+    atol : float, default=1e-3
+        Tolerance on the row sums.
+
+    Returns
+    -------
+    P : ndarray of shape (n_samples, n_classes), dtype float32
+    classes : ndarray of shape (n_classes,)
+
+    Examples
+    --------
+    >>> P, classes = check_probabilities([[0.7, 0.3], [0.0, 1.0]], classes=["cat", "dog"])
+    >>> P.dtype, classes.tolist()
+    (dtype('float32'), ['cat', 'dog'])
+    """
+    if hasattr(P, "columns") and classes is None:
+        classes = np.asarray(P.columns)
+    arr = np.asarray(_as_numpy(P))
+    if arr.ndim == 1:
+        Y, classes = check_candidates(arr, n_samples=n_samples, classes=classes)
+        return Y.astype(np.float32), classes
+    if arr.ndim != 2 or arr.dtype.kind not in "biuf":
+        raise ValueError(
+            "Soft labels must be a numeric (n_samples, n_classes) matrix of probabilities "
+            f"(or 1-D labels); got an array of shape {arr.shape} and dtype {arr.dtype}.")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all() or (arr < 0).any():
+        raise ValueError("Soft labels must be finite and non-negative probabilities.")
+    sums = arr.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1) > atol)
+    if bad.size:
+        raise ValueError(
+            f"Each row of the soft labels must sum to 1; rows {_format_list(bad)} sum to "
+            f"{_format_list(np.round(sums[bad], 4))}. For candidate sets (0/1 rows) use a "
+            "partial-label classifier (CoRegClassifier, PRODENClassifier, CCClassifier).")
+    if n_samples is not None and arr.shape[0] != n_samples:
+        raise ValueError(f"The soft labels have {arr.shape[0]} rows but X has {n_samples} "
+                         "samples; give one row per sample.")
+    classes = (np.arange(arr.shape[1]) if classes is None
+               else _check_classes(classes, n_columns=arr.shape[1]))
+    return (arr / sums[:, None]).astype(np.float32), np.asarray(classes)

@@ -81,6 +81,8 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
     trainer_class = None
     #: Whether the trainer supports data-parallel training under torchrun.
     _data_parallel = False
+    #: Whether a fresh fit warns about classes in no candidate set.
+    _check_class_coverage = True
     # per-term losses stay in the history but out of the per-epoch line
     _log_keys_ignored = ()
 
@@ -366,10 +368,12 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
         """
         return self._fit(X, y, fresh=not self.initialized_, epochs=1)
 
-    def _fit(self, X, y, *, fresh, epochs, verified=None):
+    def _fit(self, X, y, *, fresh, epochs, **fit_args):
         """Every fit entry: validate the parameters (each call, as
         scikit-learn's SGD estimators do), initialise when ``fresh``, train
-        ``epochs`` epochs (None: up to ``max_epochs``)."""
+        ``epochs`` epochs (None: up to ``max_epochs``). ``fit_args`` are the
+        method's fit parameters, fields of the fit context (``verified``,
+        ``soft_targets``)."""
         self._validate_params()
         prepared = None
         if fresh:
@@ -383,7 +387,7 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
                 "longer, or call partial_fit for one more epoch.", UserWarning)
         self._check_can_continue()
         self.notify("on_train_begin", X=X, y=y)
-        self.fit_loop(X, y, epochs=epochs, prepared=prepared, verified=verified)
+        self.fit_loop(X, y, epochs=epochs, prepared=prepared, **fit_args)
         self.notify("on_train_end", X=X, y=y)
         return self
 
@@ -443,7 +447,7 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
         bookkeeping stay in float32."""
         return autocast_encoders(self.training_networks(), self._precision(), self.device_)
 
-    def fit_loop(self, X, y=None, epochs=None, prepared=None, verified=None):
+    def fit_loop(self, X, y=None, epochs=None, prepared=None, **fit_args):
         """Train ``epochs`` epochs (None: up to ``max_epochs``) on a new
         :class:`~sklearn_npll._estimator.context.FitContext`.
 
@@ -457,7 +461,7 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
             raise ValueError(
                 f"warm_start continues a fit on {self.n_train_samples_} samples; got "
                 f"{len(data)}. Refit with warm_start=False to train on other data.")
-        ctx = make_context(self, data, Y, verified)
+        ctx = make_context(self, data, Y, **fit_args)
         start = len(self.history)
         self._run_epochs(ctx, start, self.max_epochs if epochs is None else start + epochs)
         self.after_fit(ctx)

@@ -60,6 +60,8 @@ class FitContext:
         Loss scaling of fp16 training.
     verified : array-like or None
         The ``verified`` argument of this fit call (Co-Reg).
+    soft_targets : torch.Tensor of shape (n_samples, n_classes) or None
+        Class probabilities to learn (distillation), on the device.
     trainer : Trainer or None
         The method's training loop for this fit call.
     """
@@ -77,6 +79,7 @@ class FitContext:
     device_images: torch.Tensor = None
     grad_scaler: Any = None
     verified: Any = None
+    soft_targets: torch.Tensor = None
     trainer: Any = None
 
     def batch(self, indices):
@@ -141,7 +144,7 @@ def _place_store(est, ctx):
                             for net in est.training_networks())
 
 
-def make_context(est, data, Y, verified=None):
+def make_context(est, data, Y, verified=None, soft_targets=None):
     """The :class:`FitContext` of a fit of ``est`` on ``data`` and the 0/1
     candidate matrix ``Y``, with its trainer."""
     device = torch.device(est.device_)
@@ -149,6 +152,8 @@ def make_context(est, data, Y, verified=None):
     ctx = FitContext(data=data, Y=torch.as_tensor(Y, dtype=torch.float32, device=device),
                      device=device, generator=generator, rng=rng,
                      augmenters=est._augmenters(), verified=verified)
+    if soft_targets is not None:
+        ctx.soft_targets = torch.as_tensor(soft_targets, dtype=torch.float32, device=device)
     if est.validation_fraction:
         _hold_out(est, ctx, Y)
     if device.type == "cuda":

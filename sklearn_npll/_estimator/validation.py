@@ -178,6 +178,6 @@ def check_training_data(est, X, y, reset=True):
             f"{type(est).__name__} needs at least 2 samples to train (batch norm and "
             f"the mixture split need more than one); got {len(data)} sample.")
     Y, classes = check_candidates(y, n_samples=len(data), classes=classes)
-    if reset:
+    if reset and est._check_class_coverage:
         check_class_coverage(Y, classes)
     return data, Y, classes

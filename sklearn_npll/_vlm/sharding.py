@@ -26,7 +26,7 @@ def _worker_annotator(annotator, key):
 def _annotate_shard(annotator, key, images):
     fitted = _worker_annotator(annotator, key)
     candidates = fitted.annotate(images)
-    return candidates, fitted.votes_, fitted.classes_
+    return candidates, fitted.votes_, fitted.classes_, fitted.proba_
 
 
 def _shards(n, n_shards):
@@ -40,7 +40,7 @@ def annotate_sharded(annotator, X, *, n_shards=None, n_jobs=-1):
     Each worker process fits its own copy of ``annotator`` (loads the model
     and encodes the prompts) once, on its first shard, and annotates its
     shards with the annotator's public :meth:`annotate`; the shards' candidate
-    sets and votes are concatenated in the order of ``X``. Choose the
+    sets, votes and probabilities are concatenated in the order of ``X``. Choose the
     workers with joblib: ``joblib.parallel_config(backend="dask")`` (inside
     a ``distributed.Client``), ``backend="ray"`` (after
     ``ray.util.joblib.register_ray()``), or the default loky processes.
@@ -67,8 +67,9 @@ def annotate_sharded(annotator, X, *, n_shards=None, n_jobs=-1):
     Returns
     -------
     annotated : AnnotatedImages
-        ``images`` (``X``), ``candidates``, ``classes`` and ``votes``, equal
-        to ``annotator.fit().transform(X)`` in a single process.
+        ``images`` (``X``), ``candidates``, ``classes``, ``votes`` and
+        ``proba``, equal to ``annotator.fit().transform(X)`` in a single
+        process.
 
     Examples
     --------
@@ -91,4 +92,5 @@ def annotate_sharded(annotator, X, *, n_shards=None, n_jobs=-1):
         delayed(_annotate_shard)(template, key, X[a:b]) for a, b in shards)
     candidates = np.concatenate([r[0] for r in results])
     votes = np.concatenate([r[1] for r in results])
-    return AnnotatedImages(X, candidates, results[0][2], votes)
+    proba = np.concatenate([r[3] for r in results])
+    return AnnotatedImages(X, candidates, results[0][2], votes, proba)

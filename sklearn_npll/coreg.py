@@ -211,8 +211,13 @@ class CoRegClassifier(PartialLabelNet):
         outside the trusted splits), ``missing_classes_a``, ``missing_classes_b``
         (classes that are the best candidate of some samples but of no trusted
         one; a warning names them; the split columns are NaN during warm-up),
-        ``lr``, ``dur`` (seconds). The per-epoch line printed with
-        ``verbose=1`` leaves out the per-term losses.
+        ``trusted_per_class_a``, ``trusted_per_class_b`` (lists: trusted
+        samples per class, classes by the best candidate as in the division),
+        ``covering_rate_a``, ``covering_rate_b`` (share of the training
+        samples whose division prediction, on a weak view, is a candidate;
+        these four are absent in warm-up epochs), ``lr``, ``dur`` (seconds).
+        The per-epoch line printed with ``verbose=1`` leaves out the per-term
+        losses and these four.
     trust_ : ndarray of shape (2, n_samples) or None
         Trust probability of every training sample from the last division
         (row 0: network A, row 1: network B); None before any division.
@@ -395,7 +400,8 @@ class CoRegClassifier(PartialLabelNet):
     _data_parallel = True
 
     _log_keys_ignored = ("loss_pce", "loss_ne", "loss_x", "loss_u", "loss_prototype",
-                         "loss_contrastive")
+                         "loss_contrastive", "trusted_per_class_a", "trusted_per_class_b",
+                         "covering_rate_a", "covering_rate_b")
 
     def _prepare_fit(self, X, y):
         prepared = super()._prepare_fit(X, y)
@@ -567,8 +573,13 @@ class CoRegClassifier(PartialLabelNet):
         trusted = w > self.p_threshold
         missing = np.setdiff1d(labels, labels[trusted])
         self._warn_missing_classes(epoch, k, missing, ctx)
+        # for the history: the trusted split per class and the covering rate of
+        # this pass's predictions (no extra forward pass)
+        per_class = np.bincount(labels[trusted], minlength=self.n_classes_).tolist()
+        covered = ctx.Y[rows_t].gather(1, probs.argmax(1, keepdim=True)) > 0
         return {"w": trust, "q": aligned, "probs": probs,
-                "P": rows[trusted], "U": rows[~trusted], "n_missing": len(missing)}
+                "P": rows[trusted], "U": rows[~trusted], "n_missing": len(missing),
+                "trusted_per_class": per_class, "covering_rate": float(covered.float().mean())}
 
     def _warn_missing_classes(self, epoch, k, missing, ctx):
         """Warn (once per fit call and network) when a class that some
@@ -615,6 +626,9 @@ class CoRegClassifier(PartialLabelNet):
         result["missing_classes_a"] = divisions[0]["n_missing"]
         result["missing_classes_b"] = divisions[1]["n_missing"]
         result["noise_rate"] = 1.0 - (result["n_trusted_a"] + result["n_trusted_b"]) / (2 * n)
+        for k, division in zip("ab", divisions):
+            result[f"trusted_per_class_{k}"] = division["trusted_per_class"]
+            result[f"covering_rate_{k}"] = division["covering_rate"]
         return result
 
     def _cycle(self, rows, ctx):

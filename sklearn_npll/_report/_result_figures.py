@@ -46,15 +46,19 @@ def agreement_figure(matrix, names):
 def disagreement_figure(matrix, names):
     """Heat map of ``matrix`` (rows: teacher's class, columns: student's)
     with the diagonal, where they agree, greyed out."""
+    from matplotlib.colors import ListedColormap
     from matplotlib.ticker import MaxNLocator
 
     n = len(names)
-    off = np.ma.masked_array(matrix.astype(float), mask=np.eye(n, dtype=bool))
-    side = min(max(4.2, 0.42 * n + 2.0), 14)
+    diagonal = np.eye(n, dtype=bool)
+    # white where none differ, grey on the diagonal, colour for disagreements
+    off = np.ma.masked_array(matrix.astype(float), mask=diagonal | (matrix == 0))
+    side = min(max(4.2, 0.3 * n + 2.0), 9.0)
     fig = new_figure(side + 1.0, side, layout="compressed")
     ax = fig.add_subplot()
-    ax.set_facecolor("#eef0f2")  # the masked diagonal
     vmax = max(int(off.max()) if off.count() else 0, 1)
+    ax.imshow(np.ma.masked_array(np.ones((n, n)), mask=~diagonal), interpolation="nearest",
+              cmap=ListedColormap(["#e6e9ed"]))
     image = ax.imshow(off, cmap="OrRd", vmin=0, vmax=vmax, interpolation="nearest")
     if n <= 15:
         for (t, s), count in np.ndenumerate(matrix):

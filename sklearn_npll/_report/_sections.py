@@ -78,6 +78,8 @@ def training_section(data):
 
 
 def _training_intro(name, n_epochs, warmup):
+    if not n_epochs:
+        return f"{name} keeps no record of training epochs."
     text = f"{name} trained for {n_epochs} epoch{'s' * (n_epochs != 1)}"
     if warmup:
         w = min(warmup, n_epochs)
@@ -125,13 +127,15 @@ def _covering_item(data, name, warmup):
     if not training.has_any(data.history, keys):
         return Note(f"The covering rate by epoch is left out: {name} records it only with "
                     "validation_fraction set.")
+    held_out = training.has_any(data.history, ["valid_covering_rate"])
     return _figure("Covering rate by epoch", (
         "The covering rate is the share of images whose predicted class is in their "
         "candidate set: how well the networks fit the sets. Blue and purple: each "
-        "network's predictions on the training images when it splits them; orange: "
-        "held-out images (validation_fraction). Dashed green: the share of images "
-        "trusted. A training rate near 100% while the held-out rate lags can mean the "
-        "networks memorise noisy sets."),
+        "network's predictions on the training images when it splits them; "
+        + ("orange: held-out images (validation_fraction). " if held_out else
+           "set validation_fraction to follow held-out images too. ")
+        + "Dashed green: the share of images trusted. A training rate near 100% while "
+        "the held-out rate lags can mean the networks memorise noisy sets."),
         training.covering_figure(data.history, warmup), wide=True)
 
 
@@ -163,7 +167,7 @@ def result_section(data):
                 "column's; darker is more. Grey cells on the diagonal are where they agree. "
                 "A dark cell is a pair of classes the two confuse."),
                 result.disagreement_figure(matrix, data.names),
-                table=_matrix_table(matrix, data.names))]
+                table=_matrix_table(matrix, data.names), wide=data.n_classes > 12)]
     section.items.append(_figure("Student's confidence", (
         "How sure the student is: its probability for the class it predicts. "
         + ("Green: it agrees with the teacher; orange: it does not. Orange on the right "

@@ -55,7 +55,7 @@ def teacher_confidence_figure(teacher_proba, candidates=None):
         single = candidates.sum(1) == 1
         ax.hist([top[single], top[~single]], bins=bins, stacked=True, color=[GOOD, TEACHER],
                 label=["set of one class", "set of several"], rwidth=0.9)
-        ax.legend(frameon=False, fontsize=8, loc="upper left")
+        ax.legend(frameon=False, fontsize=8, loc="best")
     else:
         ax.hist(top, bins=bins, color=TEACHER, rwidth=0.9)
     chance = 1 / teacher_proba.shape[1]

@@ -138,8 +138,13 @@ class CoRegClassifier(PartialLabelNet):
         outside the trusted splits), ``missing_classes_a``, ``missing_classes_b``
         (classes that are the best candidate of some samples but of no trusted
         one; a warning names them; the split columns are NaN during warm-up),
-        ``lr``, ``dur`` (seconds). The per-epoch line printed with
-        ``verbose=1`` leaves out the per-term losses.
+        ``n_trusted_per_class_a``, ``n_trusted_per_class_b`` (lists: trusted
+        samples per class, classes by the best candidate as in the division),
+        ``covering_rate_a``, ``covering_rate_b`` (share of the training
+        samples whose division prediction, on a weak view, is a candidate;
+        these four are absent in warm-up epochs), ``lr``, ``dur`` (seconds).
+        The per-epoch line printed with ``verbose=1`` leaves out the per-term
+        losses and these four.
     trust_ : ndarray of shape (2, n_samples) or None
         Trust probability of every training sample from the last division
         (row 0: network A, row 1: network B); None before any division.
@@ -322,7 +327,8 @@ class CoRegClassifier(PartialLabelNet):
     _data_parallel = True
 
     _log_keys_ignored = ("loss_pce", "loss_ne", "loss_x", "loss_u", "loss_prototype",
-                         "loss_contrastive")
+                         "loss_contrastive", "n_trusted_per_class_a", "n_trusted_per_class_b",
+                         "covering_rate_a", "covering_rate_b")
 
     def _prepare_fit(self, X, y):
         prepared = super()._prepare_fit(X, y)

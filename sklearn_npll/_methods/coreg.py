@@ -39,6 +39,10 @@ class Division:
         Training rows in the unlabeled split U.
     n_missing : int
         Classes that are the best candidate of some sample but of no trusted one.
+    n_trusted_per_class : list of int
+        Trusted samples per class (classes by the best candidate).
+    covering_rate : float
+        Share of the training rows whose prediction is one of their candidates.
     """
 
     trust: torch.Tensor
@@ -47,6 +51,8 @@ class Division:
     trusted: np.ndarray
     unlabeled: np.ndarray
     n_missing: int
+    n_trusted_per_class: list
+    covering_rate: float
 
 
 def check_verified(verified, Y):
@@ -187,8 +193,12 @@ class CoRegTrainer(Trainer):
         trusted = w > est.p_threshold
         missing = np.setdiff1d(labels, labels[trusted])
         self.warn_missing_classes(epoch, k, missing)
+        covered = ctx.Y[rows_t].gather(1, probs.argmax(1, keepdim=True)) > 0
         return Division(trust=trust, aligned=aligned, probs=probs, trusted=rows[trusted],
-                        unlabeled=rows[~trusted], n_missing=len(missing))
+                        unlabeled=rows[~trusted], n_missing=len(missing),
+                        n_trusted_per_class=np.bincount(labels[trusted],
+                                                        minlength=est.n_classes_).tolist(),
+                        covering_rate=float(covered.float().mean()))
 
     def trust(self, losses, labels):
         """Trust probabilities from the mixture(s) on the averaged losses of
@@ -249,7 +259,10 @@ class CoRegTrainer(Trainer):
         a, b = divisions
         result.update(n_trusted_a=len(a.trusted), n_trusted_b=len(b.trusted),
                       missing_classes_a=a.n_missing, missing_classes_b=b.n_missing,
-                      noise_rate=1.0 - (len(a.trusted) + len(b.trusted)) / (2 * n))
+                      noise_rate=1.0 - (len(a.trusted) + len(b.trusted)) / (2 * n),
+                      n_trusted_per_class_a=a.n_trusted_per_class,
+                      n_trusted_per_class_b=b.n_trusted_per_class,
+                      covering_rate_a=a.covering_rate, covering_rate_b=b.covering_rate)
         return result
 
     def key_branch(self, epoch):

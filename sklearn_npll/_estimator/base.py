@@ -304,9 +304,8 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
         return self
 
     def get_metadata_routing(self):
-        """scikit-learn's metadata routing of this estimator: a consumer
-        only (no internal splitter to route ``groups`` to, unlike skorch's
-        ``train_split``); ``score`` accepts ``sample_weight``.
+        """scikit-learn's metadata routing: a consumer only (no internal
+        splitter to route ``groups`` to, unlike skorch's ``train_split``).
 
         Returns
         -------
@@ -420,8 +419,7 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
 
     @staticmethod
     def _stat_batches(data, max_samples=20_000, batch_size=1024):
-        """Batches for the normalisation statistics: every sample, or a
-        fixed-seed random subset of large data."""
+        """Batches of all samples, or of a fixed random subset of large data."""
         rows = np.arange(len(data))
         if len(rows) > max_samples:
             rows = np.sort(np.random.RandomState(0).choice(rows, max_samples, replace=False))

@@ -9,6 +9,8 @@ from numbers import Integral, Real
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._data.annotated import AnnotatedImages
+from ._data.candidates import check_probabilities
 from ._estimator.base import PartialLabelNet
 from ._estimator.docstrings import fill_shared_docs
 from ._estimator.skorch_compat import finish_init
@@ -99,6 +101,17 @@ class CoRegClassifier(PartialLabelNet):
     use_unlabeled : bool, default=True
         Ablation switch: False discards the unlabeled split instead of
         training on it without labels.
+    teacher_warmup : bool, default=False
+        Teacher-aware (opt-in): warm up on the teacher's probabilities
+        restricted to each candidate set (cross-entropy with
+        ``normalise(Y_i * P_i)``) instead of the partial cross-entropy and
+        the confidence penalty. Needs the teacher's probabilities ``P``.
+    teacher_prior : float, default=0.0
+        Teacher-aware (opt-in): exponent ``beta`` of the teacher's
+        probabilities as a prior on the pseudo-labels: the co-pseudo-labels
+        become ``normalise(Y_i * Q_i * P_i ** beta)`` and the unlabeled
+        targets ``normalise(t_i * P_i ** beta)``; 0 leaves them as in the
+        paper. Needs the teacher's probabilities ``P``.
     {flip}
     {padding}
     {weak_augment}
@@ -132,7 +145,8 @@ class CoRegClassifier(PartialLabelNet):
     coreg_state_ : CoRegState
         Shared prototypes and division loss histories.
     history_ : skorch History
-        Per epoch: ``loss_pce``, ``loss_ne`` (warm-up), ``loss_x``,
+        Per epoch: ``loss_pce``, ``loss_ne`` (warm-up; ``loss_teacher`` with
+        ``teacher_warmup``), ``loss_x``,
         ``loss_u``, ``loss_prototype``, ``loss_contrastive``, ``train_loss``,
         ``n_trusted_a``, ``n_trusted_b``, ``noise_rate`` (estimated fraction
         outside the trusted splits), ``missing_classes_a``, ``missing_classes_b``
@@ -227,6 +241,8 @@ class CoRegClassifier(PartialLabelNet):
         use_prototypes=True,
         use_contrastive=True,
         use_unlabeled=True,
+        teacher_warmup=False,
+        teacher_prior=0.0,
         flip=True,
         padding=None,
         weak_augment=None,
@@ -276,6 +292,8 @@ class CoRegClassifier(PartialLabelNet):
         self.use_prototypes = use_prototypes
         self.use_contrastive = use_contrastive
         self.use_unlabeled = use_unlabeled
+        self.teacher_warmup = teacher_warmup
+        self.teacher_prior = teacher_prior
         self.flip = flip
         self.padding = padding
         self.weak_augment = weak_augment
@@ -319,6 +337,8 @@ class CoRegClassifier(PartialLabelNet):
         "use_prototypes": ["boolean"],
         "use_contrastive": ["boolean"],
         "use_unlabeled": ["boolean"],
+        "teacher_warmup": ["boolean"],
+        "teacher_prior": [Interval(Real, 0, None, closed="left")],
         "predict_networks": [StrOptions({"both", "first"})],
     }
 
@@ -326,9 +346,9 @@ class CoRegClassifier(PartialLabelNet):
     # trains data-parallel under torchrun (see sklearn_npll._estimator.data_parallel)
     _data_parallel = True
 
-    _log_keys_ignored = ("loss_pce", "loss_ne", "loss_x", "loss_u", "loss_prototype",
-                         "loss_contrastive", "n_trusted_per_class_a", "n_trusted_per_class_b",
-                         "covering_rate_a", "covering_rate_b")
+    _log_keys_ignored = ("loss_pce", "loss_ne", "loss_teacher", "loss_x", "loss_u",
+                         "loss_prototype", "loss_contrastive", "n_trusted_per_class_a",
+                         "n_trusted_per_class_b", "covering_rate_a", "covering_rate_b")
 
     def _prepare_fit(self, X, y):
         prepared = super()._prepare_fit(X, y)
@@ -340,7 +360,7 @@ class CoRegClassifier(PartialLabelNet):
                 "warmup_epochs.", UserWarning)
         return prepared
 
-    def fit(self, X, y=None, verified=None):
+    def fit(self, X, y=None, verified=None, teacher_proba=None):
         """Fit both networks from candidate sets, optionally with verified labels.
 
         Parameters
@@ -359,6 +379,10 @@ class CoRegClassifier(PartialLabelNet):
             never sent to the unlabeled split, and their co-pseudo-label is
             their label); the Gaussian mixture is fitted on the other samples
             only. Applies to this call only (``partial_fit`` trains without).
+        teacher_proba : array-like of shape (n, C), default=None
+            The teacher's class probabilities, for ``teacher_warmup`` and
+            ``teacher_prior``; by default those ``X`` carries when it is the
+            annotator's output.
 
         Returns
         -------
@@ -371,7 +395,39 @@ class CoRegClassifier(PartialLabelNet):
         ``max_epochs`` epochs in total, as in :meth:`partial_fit`'s schedule.
         """
         return self._fit(X, y, fresh=not self.warm_start or not self.initialized_,
-                         epochs=None, verified=verified)
+                         epochs=None, verified=verified,
+                         soft_targets=self._teacher_proba(X, teacher_proba))
+
+    def partial_fit(self, X, y=None, classes=None):
+        """Train one more epoch, as skorch's ``partial_fit`` with ``max_epochs=1``.
+
+        Parameters
+        ----------
+        X : array-like, list of images or paths, torch Dataset, or AnnotatedImages
+            Training inputs, as in :meth:`fit`; the same samples on every call.
+        y : array-like of shape (n, C) or (n,), list of sets, or None
+            Candidate sets, as in :meth:`fit`.
+        classes : None
+            Ignored; present for scikit-learn's API (classes come from ``y``).
+
+        Returns
+        -------
+        self : CoRegClassifier
+            The estimator, trained one epoch further.
+        """
+        return self._fit(X, y, fresh=not self.initialized_, epochs=1,
+                         soft_targets=self._teacher_proba(X, None))
+
+    def _teacher_proba(self, X, teacher_proba):
+        """The teacher's probabilities when a teacher-aware option needs them."""
+        if not (self.teacher_warmup or self.teacher_prior):
+            return None
+        if teacher_proba is None and isinstance(X, AnnotatedImages):
+            teacher_proba = X.proba
+        if teacher_proba is None:
+            return None  # the trainer says what is missing
+        n = len(X)
+        return check_probabilities(teacher_proba, n_samples=n)[0]
 
     # ----------------------------------------------------------- networks
     def build_networks(self, encoder_factory):

@@ -94,6 +94,12 @@ class CoRegTrainer(Trainer):
         super().__init__(estimator, ctx)
         # fail on a bad mask before any training
         self.verified = check_verified(ctx.verified, ctx.Y)
+        self.teacher = ctx.soft_targets
+        if (estimator.teacher_warmup or estimator.teacher_prior) and self.teacher is None:
+            raise ValueError(
+                "teacher_warmup and teacher_prior need the teacher's class probabilities: "
+                "fit on the output of VLMPartialAnnotator.transform (it carries them), or "
+                "pass fit(X, Y, teacher_proba=P).")
         self.divisions = None
         self._warned_missing = set()
 
@@ -115,6 +121,11 @@ class CoRegTrainer(Trainer):
         self.announce(2 * self.n_batches(len(self.rows), size))
 
         def loss_terms(logits, rows):
+            if est.teacher_warmup:
+                # the teacher's preference within each set, instead of any mass on it
+                targets = lm.restrict_to_candidates(ctx.Y[rows], self.teacher[rows])
+                terms = {"loss_teacher": lm.mixed_cross_entropy(logits, targets)}
+                return terms["loss_teacher"], terms
             probs = torch.softmax(logits, dim=1)
             terms = {"loss_pce": lm.partial_cross_entropy(probs, ctx.Y[rows]),
                      "loss_ne": lm.negative_entropy(probs)}
@@ -314,11 +325,14 @@ class CoRegTrainer(Trainer):
         x = ctx.batch(ix)
         weak = [ctx.augment("weak", x), ctx.augment("weak", x)]
         strong = [ctx.augment("strong", x), ctx.augment("strong", x)]
+        rows_u = None
         if unlabeled is not None:
-            u = ctx.batch(next(unlabeled))
+            iu = next(unlabeled)
+            rows_u = torch.as_tensor(iu, device=ctx.device)
+            u = ctx.batch(iu)
             weak += [ctx.augment("weak", u), ctx.augment("weak", u)]
             strong += [ctx.augment("strong", u), ctx.augment("strong", u)]
-        return _Batch(rows=rows, x=x, nx=len(ix), weak=weak, strong=strong)
+        return _Batch(rows=rows, x=x, nx=len(ix), weak=weak, strong=strong, rows_u=rows_u)
 
     @torch.no_grad()
     def pseudo_labels(self, net, partner, batch, division, aligned):
@@ -334,14 +348,18 @@ class CoRegTrainer(Trainer):
         probs_w = torch.softmax(logits_w, 1).split(sizes)
         p_mean = (probs_w[0] + probs_w[1]) / 2
         rows = batch.rows
-        tx = lm.sharpen(lm.co_pseudo_labels(ctx.Y[rows], aligned[rows], p_mean,
-                                            division.trust[rows]), T)
+        r = aligned[rows] if not est.teacher_prior else lm.apply_prior(
+            aligned[rows], self.teacher[rows], est.teacher_prior)
+        tx = lm.sharpen(lm.co_pseudo_labels(ctx.Y[rows], r, p_mean, division.trust[rows]), T)
         tu = None
         if batch.has_unlabeled:
             # The partner is in eval mode: one pass over both views gives
             # exactly what two passes would.
             pb1, pb2 = torch.softmax(partner(torch.cat(batch.weak[2:])), 1).split(sizes[2:])
-            tu = lm.sharpen(lm.unlabeled_targets(probs_w[2], probs_w[3], pb1, pb2), T)
+            tu = lm.unlabeled_targets(probs_w[2], probs_w[3], pb1, pb2)
+            if est.teacher_prior:
+                tu = lm.apply_prior(tu, self.teacher[batch.rows_u], est.teacher_prior)
+            tu = lm.sharpen(tu, T)
         return _Targets(logits_w=logits_w, z_w1=z_w[:batch.nx], tx=tx, tu=tu)
 
     def losses(self, epoch, it, num_iter, net, batch, targets):
@@ -412,6 +430,7 @@ class _Batch:
     nx: int
     weak: list
     strong: list
+    rows_u: torch.Tensor = None
 
     @property
     def has_unlabeled(self):

@@ -29,6 +29,7 @@ __all__ = [
     "minmax_normalize",
     "restrict_to_candidates",
     "co_pseudo_labels",
+    "apply_prior",
     "unlabeled_targets",
     "sharpen",
     "sample_mixup_lambda",
@@ -307,6 +308,34 @@ def co_pseudo_labels(Y, partner_q, own_probs_mean, w):
     own = own_probs_mean.to(dtype=r.dtype, device=r.device)
     w = w.to(dtype=r.dtype, device=r.device).reshape(-1, 1)
     return w * r + (1.0 - w) * own
+
+
+def apply_prior(p, prior, beta=1.0):
+    """``normalise(p * prior ** beta)``: a prior over classes applied to
+    distributions, row by row.
+
+    Parameters
+    ----------
+    p : torch.Tensor of shape (n, C)
+        Distributions (rows on the simplex).
+    prior : torch.Tensor of shape (n, C)
+        Per-row prior probabilities (e.g. a teacher's), positive.
+    beta : float, default=1.0
+        Strength of the prior (0: none).
+
+    Returns
+    -------
+    q : torch.Tensor of shape (n, C)
+        Rows on the simplex.
+
+    Examples
+    --------
+    >>> import torch
+    >>> apply_prior(torch.tensor([[0.5, 0.5]]), torch.tensor([[0.75, 0.25]]))
+    tensor([[0.7500, 0.2500]])
+    """
+    weighted = p * prior.to(p).clamp_min(_tiny(p)) ** beta
+    return weighted / weighted.sum(dim=1, keepdim=True).clamp_min(_tiny(p))
 
 
 def unlabeled_targets(*probs):

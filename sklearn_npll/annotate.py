@@ -834,6 +834,27 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         return annotation_report(candidates, self.classes_, votes=votes, y=y,
                                  template_names=names)
 
+    def embed(self, X):
+        """The model's normalised image embeddings of ``X`` (through the caches).
+
+        What a linear probe on the vision-language model trains on; see the
+        user guide's "Student and teacher" page for the recipe.
+
+        Parameters
+        ----------
+        X : array-like, list of PIL images, list of paths or Dataset
+            Images, as for :meth:`annotate`.
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_samples, embed_dim), dtype float32
+            Unit-norm rows.
+        """
+        check_is_fitted(self, "text_features_")
+        if isinstance(X, AnnotatedImages):
+            X = X.images
+        return self._embed_images(X)
+
     def predict_proba(self, X):
         """Template-averaged zero-shot class probabilities.
 

@@ -96,18 +96,17 @@ ROOT = HERE.parent
 sys.path[1:1] = [str(HERE), str(ROOT)]
 
 # ---------------------------------------------------------------------------
-# Every private name of the package that this script uses, in one place
-# (imported lazily, so that a missing dependency fails a check, not the run):
-#   VLMPartialAnnotator._embed_images  the annotator's own image embeddings
+# What this script uses beyond the public API, in one place (imported lazily,
+# so that a missing dependency fails a check, not the run):
 #   tests/_ddp_fit.py                  the data-parallel fit of the CPU test
-#                                      (it imports sklearn_npll._backbones.SmallCNN)
+#                                      (it imports sklearn_npll._nn.backbones.SmallCNN)
 # benchmarks/annotator_throughput.py (random open_clip checkpoints) imports
-# sklearn_npll._vlm_cache.model_digests.
+# sklearn_npll._vlm.cache.model_digests.
 
 
 def annotator_embeddings(annotator, images):
     """Normalised image embeddings, as a fitted annotator computes them."""
-    return annotator._embed_images(images)
+    return annotator.embed(images)
 
 
 def ddp_fit():

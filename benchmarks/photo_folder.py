@@ -237,7 +237,7 @@ def main(argv=None):
 
     import torch
 
-    from sklearn_npll._estimator import base as _base
+    from sklearn_npll._estimator import validation as _loading
     from sklearn_npll.annotate import VLMPartialAnnotator
     from annotator_throughput import tiny_checkpoint
 
@@ -267,7 +267,7 @@ def main(argv=None):
 
     # the file fit: time its decode pass and keep its store for the array fit
     store, decode_seconds = {}, []
-    load_images = _base.load_images
+    load_images = _loading.load_images
 
     def timed_load(*a, **k):
         t0 = time.perf_counter()
@@ -279,14 +279,14 @@ def main(argv=None):
 
     gc.collect()
     before = rss()
-    _base.load_images = timed_load
+    _loading.load_images = timed_load
     try:
         with FileLog(workdir.name) as log, PeakMemory() as memory:
             t = time.perf_counter()
             files = coreg(args).fit(annotated)
             fit_seconds = time.perf_counter() - t
     finally:
-        _base.load_images = load_images
+        _loading.load_images = load_images
     opens, decodes = log.counts("open"), log.counts("decode")
     data = store["data"]
     store_mb = data.data.nelement() * data.data.element_size() / 2**20

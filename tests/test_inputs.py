@@ -258,11 +258,11 @@ def test_generic_get_batch_and_subset():
         data.get_batch([6])
 
 
-def test_input_data_and_annotated_images_pass_through():
+def test_input_data_passes_through_and_annotated_images_are_unwrapped():
     data = as_input_data(_rgb(2))
     assert as_input_data(data) is data
     annotated = AnnotatedImages(_rgb(2), [[1, 0], [0, 1]], ["a", "b"])
-    assert as_input_data(annotated).sample_shape == (3, 6, 5)
+    assert decoded(annotated).sample_shape == (3, 6, 5)
 
 
 # ------------------------------------------------------------ errors
@@ -355,7 +355,7 @@ def test_annotated_images_split_any_image_kind(make_images, tmp_path):
     train, test = train_test_split(data, test_size=2, random_state=0)
     assert isinstance(train, AnnotatedImages) and len(train) == 4 and len(test) == 2
     idx = [int(np.flatnonzero((X == x).all(axis=(1, 2, 3)))[0])
-           for x in as_input_data(test).get_batch(np.arange(2)).numpy().transpose(0, 2, 3, 1)]
+           for x in decoded(test).get_batch(np.arange(2)).numpy().transpose(0, 2, 3, 1)]
     np.testing.assert_array_equal(test.candidates, data.candidates[idx])
 
 

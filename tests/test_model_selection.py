@@ -2,6 +2,7 @@
 fold whose training part lacks a class) and the one column rule by which
 candidate sets meet a fitted model's classes_."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -237,6 +238,12 @@ def test_fit_matches_dataframe_columns_to_known_classes_by_name():
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
     with pytest.raises(ValueError, match=r"\['owl'\] name no class"):
         trained(max_epochs=1).fit(data, reordered.rename(columns={"fox": "owl"}))
+    # partial_fit reads the columns against classes_ the same way
+    c, d = copy.deepcopy(a), copy.deepcopy(a)
+    c.partial_fit(data, Y)
+    d.partial_fit(data, reordered)
+    np.testing.assert_array_equal(c.predict_proba(X), d.predict_proba(X))
+    assert not np.array_equal(c.predict_proba(X), a.predict_proba(X))
 
 
 def test_sets_naming_a_class_the_model_never_saw_are_warned_and_scored():

@@ -73,6 +73,19 @@ def test_the_global_pandas_output_does_not_change_the_container(checkpoint, imag
         assert isinstance(ann.transform(images), AnnotatedImages)
 
 
+def test_the_label_free_pipeline_cross_validates_with_the_candidate_splitter(checkpoint, images):
+    from sklearn.model_selection import cross_val_score
+
+    from sklearn_npll.metrics import covering_rate_scorer
+    from sklearn_npll.model_selection import CandidateSetKFold
+
+    # raw images carry no sets: the folds are a shuffled KFold, and each
+    # fold's score reads the sets its fitted annotator makes
+    scores = cross_val_score(pipeline(checkpoint), images, cv=CandidateSetKFold(2, random_state=0),
+                             scoring=covering_rate_scorer, error_score="raise")
+    assert len(scores) == 2 and all(0 <= s <= 1 for s in scores)
+
+
 # ------------------------------------------------------------ the table
 def test_the_table_of_annotator_output_cases_is_current(checkpoint, images):
     from _table import check_section, outcome

@@ -295,8 +295,11 @@ CASES = [
     ("cross_val_score, one-hot candidate matrix in class order, cv=3", _cv(X, ONE_HOT, 3)),
     ("cross_val_score, one-hot candidate matrix in class order, "
      "cv=CandidateSetKFold(3, random_state=0)", _cv(X, ONE_HOT, CandidateSetKFold(3, random_state=0))),
-    ("cross_val_score, sets of names in class order, cv=3, scoring=covering_rate_scorer",
+    ("cross_val_score, sets of names in class order (each class also a second candidate "
+     "of another class's sets), cv=3, scoring=covering_rate_scorer",
      _cv(X, SETS, 3, scoring=covering_rate_scorer)),
+    ("same sets, cv=CandidateSetKFold(3, random_state=0), scoring=covering_rate_scorer",
+     _cv(X, SETS, CandidateSetKFold(3, random_state=0), scoring=covering_rate_scorer)),
     ("cross_val_score, AnnotatedImages in class order, y=None, cv=CandidateSetKFold(3, random_state=0)",
      _cv(AnnotatedImages(X, Y, NAMES), None, CandidateSetKFold(3, random_state=0))),
     ("CandidateSetKFold(3).split, a class held by a single set", _split_with_a_single_set_class()),

@@ -292,7 +292,7 @@ def frame_columns(Y):
     columns = getattr(Y, "columns", None)
     if columns is None or getattr(Y, "ndim", 2) != 2:
         return None
-    return np.asarray(list(columns))
+    return np.asarray(columns)
 
 
 def column_order(names, classes):

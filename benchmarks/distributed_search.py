@@ -23,6 +23,7 @@ from sklearn.model_selection import GridSearchCV
 
 from sklearn_npll import CoRegClassifier, make_partial_labels
 from sklearn_npll.distributed import cluster_backend
+from sklearn_npll.model_selection import CandidateSetKFold
 
 
 def main(argv=None):
@@ -44,7 +45,8 @@ def main(argv=None):
     grid = {"lr": [0.01, 0.05], "lambda_u": [0.5, 1.0]}
 
     def search(n_jobs):
-        return GridSearchCV(estimator, grid, cv=2, n_jobs=n_jobs)
+        return GridSearchCV(estimator, grid, cv=CandidateSetKFold(2, random_state=0),
+                            n_jobs=n_jobs)
 
     start = time.perf_counter()
     sequential = search(None).fit(X, Y)
@@ -54,7 +56,8 @@ def main(argv=None):
         client.wait_for_workers(args.workers)
         with cluster_backend("dask", scatter=[X, Y]) as (Xs, Ys):
             GridSearchCV(estimator.set_params(max_epochs=1, warmup_epochs=0), {"lr": [0.01]},
-                         cv=args.workers, n_jobs=-1).fit(Xs, Ys)  # warm-up
+                         cv=CandidateSetKFold(args.workers, random_state=0),
+                         n_jobs=-1).fit(Xs, Ys)  # warm-up
             estimator.set_params(max_epochs=args.epochs, warmup_epochs=args.epochs // 2)
             start = time.perf_counter()
             parallel = search(-1).fit(Xs, Ys)

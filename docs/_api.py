@@ -66,7 +66,7 @@ BASE_PACKAGE = "sklearn_npll._estimator"
 # other overrides (skorch's initialize_*, callback hooks) are internals.
 USER_API = {"fit", "partial_fit", "predict", "predict_proba", "score",
             "transform", "fit_transform", "load_params", "save_params",
-            "trim_for_prediction"}
+            "trim_for_prediction", "set_output", "split", "get_n_splits"}
 
 
 def _is_ours(klass):

@@ -280,8 +280,10 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
     least the resize's size, which bounds memory and speeds decoding; their
     keys record it, as the pixels differ slightly from a full decode. An
     injected model whose weights change after ``fit`` is detected; refit it.
-    ``transform`` returns a container, not an array, so ``set_output`` does
-    not apply to it.
+    ``transform`` returns a container, not an array: ``set_output`` accepts
+    only ``"default"`` (so ``Pipeline.set_output(transform="default")``
+    works) and refuses ``"pandas"`` and ``"polars"``, which would drop the
+    images; :meth:`get_feature_names_out` names the candidate columns.
 
     Examples
     --------
@@ -772,6 +774,63 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         images = X.images if isinstance(X, AnnotatedImages) else X
         return AnnotatedImages(images=images, classes=self.classes_,
                                annotate=_DeferredAnnotation(self._frozen_copy(), images))
+
+    def set_output(self, *, transform=None):
+        """Set the output container of :meth:`transform`: only the default one.
+
+        ``transform`` returns :class:`~sklearn_npll.AnnotatedImages`, the
+        images together with their candidate sets, because the classifier
+        after it trains on both. A pandas or polars table of the candidate
+        columns would drop the images, so those containers are refused
+        rather than silently ignored; scikit-learn's global
+        ``set_config(transform_output=...)`` does not change the output
+        either. A table of the sets is
+        ``pandas.DataFrame(annotated.candidates, columns=annotator.get_feature_names_out())``.
+
+        Parameters
+        ----------
+        transform : {"default"} or None, default=None
+            ``"default"`` (the container ``transform`` always returns) or
+            None (no change).
+
+        Returns
+        -------
+        self : VLMPartialAnnotator
+            The annotator, unchanged.
+
+        Raises
+        ------
+        ValueError
+            For ``"pandas"``, ``"polars"`` or any other container.
+        """
+        if transform not in (None, "default"):
+            raise ValueError(
+                f"{type(self).__name__}.set_output(transform={transform!r}) is not supported: "
+                "transform returns AnnotatedImages (the images with their candidate sets), "
+                "which the classifier after it trains on, and a table of candidate columns "
+                "would drop the images. Leave the annotator's output as it is (set the output "
+                "of other steps one by one, pipe[i].set_output(...)); for a table of the "
+                "sets use pandas.DataFrame(annotated.candidates, "
+                "columns=annotator.get_feature_names_out()).")
+        return self
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the candidate columns of :meth:`transform`'s output.
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored: images have no feature names. Present for
+            scikit-learn's API.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects, shape (n_classes,)
+            The class names, in the order of the columns of
+            ``AnnotatedImages.candidates`` (``classes_``).
+        """
+        check_is_fitted(self, "text_features_")
+        return np.asarray([str(c) for c in self.classes_], dtype=object)
 
     def _frozen_copy(self):
         """A shallow copy sharing the model and caches (``copy.copy`` would

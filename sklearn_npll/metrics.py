@@ -1,8 +1,12 @@
 """Scores that need candidate sets only, no true labels."""
 
+import warnings
+
 import numpy as np
 
-from ._data.candidates import _as_numpy, _format_list, _label_positions, check_candidates
+from ._data.candidates import (_as_numpy, _format_list, _label_positions, check_candidates,
+                               frame_columns)
+from ._data.columns import align_candidates
 
 __all__ = ["covering_rate", "covering_rate_scorer"]
 
@@ -18,11 +22,14 @@ def covering_rate(Y, y_pred, classes=None):
     ----------
     Y : array-like
         Candidate sets, in any form :func:`check_candidates` accepts; usually
-        an (n_samples, n_classes) 0/1 matrix.
+        an (n_samples, n_classes) 0/1 matrix. A DataFrame's columns are
+        matched to ``classes`` by name (without ``classes``, its column
+        names are the classes); a plain matrix's columns follow ``classes``.
     y_pred : array-like of shape (n_samples,)
-        Predicted class labels. With ``classes`` they are mapped to column
-        positions (a label not in ``classes`` raises an error); without
-        ``classes`` they must be integer column indices of ``Y``.
+        Predicted class labels. With ``classes`` (or a DataFrame's column
+        names) they are mapped to column positions (a label not in
+        ``classes`` raises an error); otherwise they must be integer column
+        indices of ``Y``.
     classes : array-like of shape (n_classes,), default=None
         Class names, one per column of ``Y``.
 
@@ -43,7 +50,7 @@ def covering_rate(Y, y_pred, classes=None):
     y_pred = np.asarray(_as_numpy(y_pred))
     if y_pred.ndim != 1:
         raise ValueError(f"y_pred must be 1-D, got shape {y_pred.shape}.")
-    explicit = classes is not None
+    explicit = classes is not None or frame_columns(_as_numpy(Y)) is not None
     Y01, classes = check_candidates(Y, n_samples=y_pred.size, classes=classes)
     return _covering_rate(Y01, y_pred, classes, explicit_classes=explicit)
 
@@ -85,17 +92,32 @@ def covering_rate_scorer(estimator, X, Y=None):
         Must have ``classes_`` and ``predict``.
     X : object
         Samples passed to ``estimator.predict``.
-    Y : array-like, default=None
-        Candidate sets of ``X``: a 2-D 0/1 matrix whose columns follow
-        ``estimator.classes_``, or anything :func:`check_candidates` accepts
-        with ``classes=estimator.classes_``. When ``None`` and ``X`` is an
-        :class:`AnnotatedImages`, its ``candidates`` are used (columns matched
-        to ``estimator.classes_`` by class name).
+    Y : array-like, DataFrame or list of sets, default=None
+        Candidate sets of ``X``, read against ``estimator.classes_`` by one
+        rule: a DataFrame's columns are matched to the classes by name (a
+        column naming no class, or a class without a column, is an error);
+        a plain 0/1 matrix (numpy, sparse, tensor) must have one column per
+        class, **in** ``classes_`` **order** -- mind that a model fitted on
+        sets or labels of strings has them sorted, and that another order
+        cannot be detected; sets and 1-D labels are read by class name.
+        When ``None`` and ``X`` is an :class:`AnnotatedImages`, its
+        ``candidates`` are used, their columns matched by ``X.classes``.
 
     Returns
     -------
     score : float
         Fraction of predictions inside their candidate set.
+
+    Warns
+    -----
+    UserWarning
+        When candidate sets of ``X`` hold a class that no candidate set of
+        the model's training data held (recorded in ``candidate_counts_``
+        by this library's classifiers; any class missing from ``classes_``
+        for other estimators): the model cannot predict it. In
+        cross-validation, a split whose training part lacks a class its
+        test part holds; :class:`~sklearn_npll.model_selection.CandidateSetKFold`
+        avoids it.
 
     Examples
     --------
@@ -119,27 +141,45 @@ def covering_rate_scorer(estimator, X, Y=None):
         # that carry their candidate sets: score its last step on those
         return covering_rate_scorer(estimator[-1], estimator[:-1].transform(X))
     classes = np.asarray(estimator.classes_)
-    y_pred = np.asarray(_as_numpy(estimator.predict(X)))
-    if y_pred.ndim != 1:
-        raise ValueError(f"estimator.predict returned shape {y_pred.shape}; expected 1-D.")
     if Y is None:
-        candidates = getattr(X, "candidates", None)
-        if candidates is None:
+        if getattr(X, "candidates", None) is None:
             raise ValueError(
                 "No candidate sets to score against: pass Y, or annotated images "
                 "(which carry their candidates) as X."
             )
-        Y01, x_classes = check_candidates(
-            candidates, n_samples=y_pred.size, classes=getattr(X, "classes", None)
-        )
-        cols = _label_positions(y_pred, x_classes, what="Predicted labels")
-        return float(Y01[np.arange(Y01.shape[0]), cols].mean())
-    Y_arr = _as_numpy(Y)
-    if isinstance(Y_arr, np.ndarray) and Y_arr.ndim == 2 and Y_arr.shape[1] != classes.size:
-        raise ValueError(
-            f"Y has {Y_arr.shape[1]} columns but the estimator knows "
-            f"{classes.size} classes (estimator.classes_); the columns of Y must "
-            "follow estimator.classes_."
-        )
-    Y01, classes = check_candidates(Y_arr, n_samples=y_pred.size, classes=classes)
-    return _covering_rate(Y01, y_pred, classes, explicit_classes=True)
+        Y01, columns = align_candidates(X.candidates, classes, names=X.classes)
+    else:
+        Y01, columns = align_candidates(Y, classes)
+    y_pred = np.asarray(_as_numpy(estimator.predict(X)))
+    if y_pred.ndim != 1:
+        raise ValueError(f"estimator.predict returned shape {y_pred.shape}; expected 1-D.")
+    if y_pred.size != Y01.shape[0]:
+        raise ValueError(f"The candidate sets have {Y01.shape[0]} rows but X has "
+                         f"{y_pred.size} samples; give one candidate set per sample.")
+    _warn_unseen_classes(estimator, Y01, columns)
+    cols = _label_positions(y_pred, classes, what="Predicted labels")
+    return float(Y01[np.arange(Y01.shape[0]), cols].mean())
+
+
+def _warn_unseen_classes(estimator, Y01, columns):
+    """Warn when the candidate sets ``Y01`` (columns ``columns``, the
+    estimator's classes first) hold classes the estimator never saw in a
+    training candidate set."""
+    n_known = len(estimator.classes_)
+    counts = getattr(estimator, "candidate_counts_", None)
+    never = np.ones(len(columns), dtype=bool)
+    never[:n_known] = False
+    if counts is not None and len(counts) == n_known:
+        never[:n_known] = np.asarray(counts) == 0
+    unseen = np.flatnonzero(never & (Y01.sum(axis=0) > 0))
+    if unseen.size == 0:
+        return
+    rows = int((Y01[:, unseen].sum(axis=1) > 0).sum())
+    warnings.warn(
+        f"{rows} of the {Y01.shape[0]} scored samples hold class(es) "
+        f"{_format_list(np.asarray(columns)[unseen])} that no candidate set of the model's "
+        "training data held: the model cannot predict them, so these samples are covered "
+        "only through their other candidates. In cross-validation, the training part of "
+        "this split lacks a class its test part holds (unshuffled folds of data in class "
+        "order do this): split with sklearn_npll.model_selection.CandidateSetKFold "
+        "(shuffled, stratified on the sets).", UserWarning, stacklevel=3)

@@ -19,6 +19,7 @@ ALLOWED = {
     "_data": {"_runtime", "_digest"},
     "_nn": {"_runtime"},
     "metrics": {"_data"},
+    "model_selection": {"_data"},
     "callbacks": {"_digest", "_estimator.skorch_compat"},
     "_estimator": {"_runtime", "_digest", "_data", "_nn", "callbacks", "metrics"},
     "_methods": {"_runtime", "_data", "_nn", "_estimator", "_methods.label_math"},

@@ -155,7 +155,7 @@ def test_annotated_images_columns_matched_by_name():
 
 def test_scorer_errors():
     clf = ConstantCandidate().fit(np.zeros((2, 1)), np.eye(3)[:2])
-    with pytest.raises(ValueError, match="2 columns but the estimator knows 3"):
+    with pytest.raises(ValueError, match="2 columns but the model knows 3 classes"):
         covering_rate_scorer(clf, np.zeros((2, 1)), np.eye(2))
     with pytest.raises(ValueError, match="No candidate sets"):
         covering_rate_scorer(clf, np.zeros((2, 1)))

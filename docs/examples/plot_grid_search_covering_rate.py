@@ -8,7 +8,11 @@ fall inside their candidate set. When the sets usually hold the true class, a
 better classifier predicts a candidate more often, so
 :func:`~sklearn_npll.covering_rate_scorer` works as ``scoring=`` of
 :class:`~sklearn.model_selection.GridSearchCV`, with the candidate matrix in
-place of ``y``.
+place of ``y``. The folds come from
+:class:`~sklearn_npll.model_selection.CandidateSetKFold`, shuffled and
+stratified on the sets: with a candidate matrix, ``cv=3`` would be an
+unshuffled ``KFold``, and on data stored class by class each fold would test
+classes its training part never saw.
 
 Here we search the learning rate and check, with true labels we would not
 have in practice, that the covering rate ranks the settings as test accuracy
@@ -28,6 +32,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV, train_test_split
 
 from sklearn_npll import CCClassifier, covering_rate_scorer, make_partial_labels
+from sklearn_npll.model_selection import CandidateSetKFold
 
 torch.set_num_threads(1)
 digits = load_digits()
@@ -39,7 +44,8 @@ Y = make_partial_labels(y, partial_rate=0.2, noise_rate=0.2, random_state=0)
 
 lrs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 search = GridSearchCV(CCClassifier(max_epochs=15, batch_size=64, random_state=0),
-                      {"lr": lrs}, scoring=covering_rate_scorer, cv=3)
+                      {"lr": lrs}, scoring=covering_rate_scorer,
+                      cv=CandidateSetKFold(3, random_state=0))
 search.fit(X, Y)                     # candidate sets only
 print("chosen:", search.best_params_)
 

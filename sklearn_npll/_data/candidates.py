@@ -10,8 +10,8 @@ from collections.abc import Set
 
 import numpy as np
 
-__all__ = ["check_candidates", "check_probabilities", "holds_candidate_sets",
-           "is_candidate_set_list"]
+__all__ = ["check_candidates", "check_probabilities", "column_order", "frame_columns",
+           "holds_candidate_sets", "is_candidate_set_list"]
 
 _MAX_LISTED = 5
 
@@ -287,6 +287,65 @@ def _check_matrix(Y, classes):
     return Y01, classes
 
 
+def frame_columns(Y):
+    """The column labels of a 2-D DataFrame (its class names), else None."""
+    columns = getattr(Y, "columns", None)
+    if columns is None or getattr(Y, "ndim", 2) != 2:
+        return None
+    return np.asarray(columns)
+
+
+def column_order(names, classes):
+    """Positions of ``classes`` among the column ``names`` of a matrix.
+
+    The one column rule for named columns: each class has one column, found
+    by name in any order, and no column names another class. Columns that
+    pandas numbered 0..n-1 by default are read in order, unless these
+    numbers are the class names.
+
+    Returns
+    -------
+    order : ndarray of shape (n_classes,) or None
+        ``Y[:, order]`` has its columns in ``classes`` order; None when the
+        columns are already read in order.
+
+    Raises
+    ------
+    ValueError
+        If a column names no class, or a class has no column; the message
+        lists them.
+    """
+    names, classes = np.asarray(names), np.asarray(classes)
+    lookup = {name: j for j, name in enumerate(names.tolist())}
+    if len(lookup) < len(names):
+        raise ValueError(f"The candidate matrix has duplicate column names: "
+                         f"{_format_list(names)}; name each class once.")
+    if list(lookup) == list(range(len(names))) and set(classes.tolist()) != set(lookup):
+        return None  # pandas' default numbers, not class names
+    known = set(classes.tolist())
+    unknown = [name for name in lookup if name not in known]
+    missing = [c for c in classes.tolist() if c not in lookup]
+    if unknown or missing:
+        raise ValueError(
+            "The columns of the candidate matrix are matched to the classes by name: "
+            f"columns {_format_list(unknown)} name no class and classes "
+            f"{_format_list(missing)} have no column. Known classes: "
+            f"{_format_list(classes, 10)}. Give one column per class, named by the class "
+            "(or a plain array whose columns follow the classes).")
+    return np.array([lookup[c] for c in classes.tolist()], dtype=np.intp)
+
+
+def _check_frame(Y, names, classes):
+    """A DataFrame candidate matrix: its column names are its classes, read
+    in ``classes`` order when given."""
+    if classes is None:
+        return _check_matrix(np.asarray(Y), None if list(names) == list(range(len(names)))
+                             else _check_classes(names))
+    classes = _check_classes(classes)
+    order = column_order(names, classes)
+    return _check_matrix(np.asarray(Y) if order is None else np.asarray(Y)[:, order], classes)
+
+
 def _check_rows(Y01, n_samples):
     """Raise unless ``Y01`` has ``n_samples`` rows (when given), none of them empty."""
     n = Y01.shape[0]
@@ -314,6 +373,12 @@ def check_candidates(Y, *, n_samples=None, classes=None):
 
         - a 2-D matrix of shape (n_samples, n_classes) with 0/1 (or boolean)
           entries, column ``j`` standing for ``classes[j]``;
+        - a DataFrame of 0/1 columns named by class: with ``classes``, its
+          columns are matched to them by name, in any order (a column that
+          names no class, or a class without a column, is an error);
+          without, its column names are the classes. Columns that pandas
+          numbered 0..n-1 are read in order unless these numbers are the
+          class names;
         - a 1-D vector of labels, read as singleton candidate sets;
         - a list of sets (or lists / tuples) of class names, one per sample.
           Use Python sets for sets of integer labels: a list of equal-length
@@ -358,7 +423,10 @@ def check_candidates(Y, *, n_samples=None, classes=None):
     array([0, 1, 2])
     """
     Y = _as_numpy(Y)
-    if is_candidate_set_list(Y):
+    names = frame_columns(Y)
+    if names is not None:
+        Y01, classes = _check_frame(Y, names, classes)
+    elif is_candidate_set_list(Y):
         Y01, classes = _sets_to_matrix(list(Y), classes)
     else:
         arr = _as_array(Y)

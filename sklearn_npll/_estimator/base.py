@@ -408,6 +408,7 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
         data, Y, classes = check_training_data(self, X, y)
         self.classes_ = classes
         self.n_classes_ = len(classes)
+        self.candidate_counts_ = Y.sum(axis=0, dtype=np.int64)
         self.sample_shape_ = tuple(data.sample_shape)
         self.device_ = str(resolve_device(self.device))
         self.precision_ = resolve_precision(self.precision, self.device_)

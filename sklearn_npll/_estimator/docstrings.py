@@ -136,7 +136,11 @@ keep_training_state : bool, default=False
 classes_ : ndarray of shape (n_classes,)
     Class labels (names when known).
 n_classes_ : int
-    Number of classes.""",
+    Number of classes.
+candidate_counts_ : ndarray of shape (n_classes,)
+    How many candidate sets of the training data hold each class (0 for a
+    class no set holds: it cannot be learnt, and ``score`` warns when a
+    scored set holds it).""",
     "image_size_": """\
 image_size_ : tuple (height, width) or None
     Size of the images the networks were trained on (None for feature

@@ -5,10 +5,10 @@ import torch
 from sklearn.exceptions import NotFittedError
 
 from .._data.annotated import AnnotatedImages
-from .._data.candidates import check_candidates, holds_candidate_sets
+from .._data.candidates import holds_candidate_sets
 from .._data.inputs import InputData
 from .._nn.augment import Normalize
-from ..metrics import covering_rate
+from ..metrics import covering_rate, covering_rate_scorer
 from .context import batch_to_device
 from .validation import check_X
 
@@ -135,9 +135,14 @@ class PredictionMixin:
         ----------
         X : array-like, list of images or paths, torch Dataset, or AnnotatedImages
             Samples of the same kind as in :meth:`fit`.
-        y : array-like of shape (n,) or (n, C), list of sets, or None
+        y : array-like of shape (n,) or (n, C), DataFrame, list of sets, or None
             True labels (1-D) or candidate sets; None when ``X`` is the
-            annotator's output.
+            annotator's output. The columns of candidate sets meet
+            ``classes_`` by one rule: a DataFrame's columns (or
+            ``X.classes``) are matched by name, a plain 0/1 matrix's columns
+            must follow ``classes_`` (sorted, for a model fitted on labels or
+            sets of strings), sets are read by name; see
+            :func:`~sklearn_npll.metrics.covering_rate_scorer`.
         sample_weight : array-like of shape (n,), default=None
             Used with 1-D labels.
 
@@ -152,34 +157,18 @@ class PredictionMixin:
         method) or pass :func:`~sklearn_npll.metrics.covering_rate_scorer`:
         scikit-learn's ``scoring="accuracy"`` compares predictions with 1-D
         labels and fails on a candidate matrix ("a mix of
-        multilabel-indicator and multiclass targets").
+        multilabel-indicator and multiclass targets"). Both warn when the
+        sets hold a class no training set held (``candidate_counts_`` is
+        0), as a cross-validation split in class order does.
         """
         if y is None:
             if not isinstance(X, AnnotatedImages):
                 raise ValueError(
                     "score needs y (labels or candidate sets) unless X is the output of "
                     "VLMPartialAnnotator.transform, which carries candidate sets.")
-            y = X.candidates
-        if not holds_candidate_sets(y):
+        elif not holds_candidate_sets(y):
             return super().score(X, y, sample_weight=sample_weight)
-        if hasattr(y, "columns") and getattr(y, "ndim", 1) == 2:
-            y = self._frame_in_class_order(y)
-        Y, _ = check_candidates(y, classes=self.classes_)
-        pred = self._predict_indices(self._check_predict_X(X))
-        return covering_rate(Y, pred)
-
-    def _frame_in_class_order(self, frame):
-        """A DataFrame candidate matrix with its columns in ``classes_``
-        order (its column names are class names)."""
-        columns = list(frame.columns)
-        if columns == list(range(len(columns))) and len(columns) == self.n_classes_:
-            return frame.to_numpy()
-        unknown = [c for c in columns if c not in set(self.classes_.tolist())]
-        if unknown or len(columns) != self.n_classes_:
-            raise ValueError(
-                f"The columns of y {columns[:10]} must be the fitted classes "
-                f"{self.classes_.tolist()[:10]} (one column per class).")
-        return frame[list(self.classes_)].to_numpy()
+        return covering_rate_scorer(self, X, y)
 
     def _score_hold_out(self, ctx):
         """Predict the validation hold-out batch by batch, sending skorch's

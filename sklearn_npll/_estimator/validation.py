@@ -12,7 +12,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
 from .._data.annotated import AnnotatedImages
-from .._data.candidates import check_candidates, holds_candidate_sets, is_candidate_set_list
+from .._data.candidates import (check_candidates, column_order, holds_candidate_sets,
+                                is_candidate_set_list)
 from .._data.image_store import load_images
 from .._data.inputs import InputData, as_input_data, is_pil_image
 
@@ -165,6 +166,9 @@ def check_training_data(est, X, y, reset=True):
     y, columns = check_targets(y)
     if classes is None and columns is not None:
         classes = columns
+    elif columns is not None:  # named columns meet known classes: matched by name
+        order = column_order(columns, classes)
+        y = y if order is None else y[:, order]
     if reset and classes is not None and not holds_candidate_sets(y):
         # labels given next to an annotation: keep its class names when they fit
         classes = classes if np.isin(np.asarray(y), classes).all() else None

@@ -111,8 +111,9 @@ class Trainer:
 
     @staticmethod
     def check_finite(epoch, terms, where=""):
-        """Raise ``FloatingPointError`` naming the epoch and the first term
-        (a scalar or a tensor of per-sample values) that is NaN or infinite."""
+        """Raise ``FloatingPointError`` naming the epoch (``epoch`` is 0-based;
+        the message counts from 1, as the history does) and the first term (a
+        scalar or a tensor of per-sample values) that is NaN or infinite."""
         values = [torch.as_tensor(v, dtype=torch.float32).detach() for v in terms.values()]
         finite = torch.stack([torch.isfinite(v).all().cpu() for v in values])
         if bool(finite.all()):
@@ -120,8 +121,8 @@ class Trainer:
         for name, v, ok in zip(terms, values, finite):
             if not ok:
                 v = v.reshape(-1)
-                raise FloatingPointError(
-                    f"Training diverged at epoch {epoch}{where}: the loss term '{name}' is "
+                raise FloatingPointError(  # epochs counted from 1, as in the history
+                    f"Training diverged at epoch {epoch + 1}{where}: the loss term '{name}' is "
                     f"{float(v[~torch.isfinite(v)][0])}. Lower lr, check the inputs for "
                     "extreme values, or normalise features.")
 

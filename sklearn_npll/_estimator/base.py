@@ -50,6 +50,7 @@ from . import data_parallel
 from .context import make_context
 from .persistence import PersistenceMixin, random_state_dict
 from .prediction import PredictionMixin
+from .skorch_callbacks import check_callbacks, trained_split, training_split, validation_split
 from .skorch_compat import UnusedSkorchLoop, registered_modules
 from .validation import check_partial_fit_classes, check_training_data
 
@@ -390,6 +391,7 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
                 f"max_epochs={self.max_epochs}; nothing to do. Raise max_epochs to train "
                 "longer, or call partial_fit for one more epoch.", UserWarning)
         self._check_can_continue()
+        check_callbacks(self)
         self.notify("on_train_begin", X=X, y=y)
         self.fit_loop(X, y, epochs=epochs, prepared=prepared, **fit_args)
         self.notify("on_train_end", X=X, y=y)
@@ -477,8 +479,9 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
         try:
             for epoch in range(start, stop):
                 finished, rows_before = False, len(self.history)
-                self.notify("on_epoch_begin", dataset_train=ctx.data,
-                            dataset_valid=ctx.valid_data)
+                ctx.trainer.trained_rows = []
+                self.notify("on_epoch_begin", dataset_train=training_split(ctx),
+                            dataset_valid=validation_split(ctx))
                 with self.mixed_precision():
                     terms = self.run_epoch(epoch, ctx)
                 for name, value in terms.items():
@@ -488,8 +491,9 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
                 self._random_states = random_state_dict(ctx.generator, ctx.rng,
                                                         len(self.history))
                 finished = True
-                self.notify("on_epoch_end", dataset_train=ctx.data,
-                            dataset_valid=ctx.valid_data)
+                # the samples of the epoch's steps, as the predictions were cached
+                self.notify("on_epoch_end", dataset_train=trained_split(ctx),
+                            dataset_valid=validation_split(ctx))
         except KeyboardInterrupt:  # skorch's EarlyStopping, or the user
             if not finished:
                 del self.history[rows_before:]

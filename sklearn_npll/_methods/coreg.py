@@ -314,7 +314,8 @@ class CoRegTrainer(Trainer):
             values = data_parallel.average(est, {k: float(v.detach()) for k, v in terms.items()})
             self.check_finite(epoch, {**values, "train_loss": float(loss.detach())},
                               f" (network {'AB'[a]})")
-            self.step(net, loss, (batch.x, ctx.Y[batch.rows]), targets.logits_w[:batch.nx])
+            self.step(net, loss, (batch.x, ctx.Y[batch.rows]), targets.logits_w[:batch.nx],
+                      batch.rows)
             yield values
 
     def views(self, ix, unlabeled):

@@ -95,6 +95,12 @@ def test_partial_fit_classes_name_the_columns_of_a_matrix():
     assert clf.classes_.tolist() == NAMES.tolist()
     with pytest.raises(ValueError, match="classes"):
         CCClassifier(**COMMON).partial_fit(X, Y, classes=[*NAMES, "kiwi"])
+    # columns that carry names keep them: classes in another order are refused
+    frame = pytest.importorskip("pandas").DataFrame(Y, columns=NAMES)
+    assert CCClassifier(**COMMON).partial_fit(X, frame, classes=NAMES).classes_.tolist() \
+        == NAMES.tolist()
+    with pytest.raises(ValueError, match="differs from the class names of y's columns"):
+        CCClassifier(**COMMON).partial_fit(X, frame, classes=NAMES[::-1])
 
 
 def test_distillation_partial_fit_honours_classes():

@@ -154,6 +154,9 @@ REFUSED = [
     ("LoadInitState(Checkpoint(f_optimizer=None))",
      lambda d: [LoadInitState(Checkpoint(dirname=str(d), monitor=None, f_optimizer=None))],
      {}, "f_optimizer=None.*fresh optimizer"),
+    ("LoadInitState(Checkpoint(f_module2=None)) on CoRegClassifier",
+     lambda d: [LoadInitState(Checkpoint(dirname=str(d), monitor=None, f_module2=None))],
+     {}, "f_module2=None.*a fresh module2_"),
 ]
 
 

@@ -129,11 +129,13 @@ def check_callbacks(net):
     and complete skorch's checkpoints (see :func:`complete_checkpoint`)."""
     _check_hold_out(net)
     _check_early_stopping(net)
-    for name, cb in net.callbacks_:
-        if isinstance(cb, LoadInitState):
-            _check_resumable(net, name, _plain_checkpoint(cb.checkpoint))
     for cp in _plain_checkpoints(net):
         complete_checkpoint(net, cp)
+    for name, cb in net.callbacks_:
+        cp = _plain_checkpoint(cb.checkpoint) if isinstance(cb, LoadInitState) else None
+        if cp is not None:
+            complete_checkpoint(net, cp)
+            _check_resumable(net, name, cp)
 
 
 # ------------------------------------------------------ skorch checkpoints
@@ -228,20 +230,24 @@ def complete_checkpoint(net, cp):
 
 
 def _check_resumable(net, name, cp):
-    """A ``LoadInitState`` that restores the history must restore the networks
-    and the optimizer too, or the resumed fit silently differs."""
-    if cp is None or cp.f_history is None:
+    """A ``LoadInitState`` that restores the history must restore every
+    network, state and generator and the optimizer too, or the resumed fit
+    silently differs."""
+    if cp.f_history is None:
         return
-    lacking = [f for f in ("f_params", "f_optimizer") if getattr(cp, f) is None
-               and not (f == "f_params" and getattr(cp, "f_module", None) is not None)]
+    names = ["params", "optimizer"] + [n for n in checkpoint_companions(net) if n != "fitted"]
+    lacking = [f"f_{n}" for n in names if getattr(cp, f"f_{n}", None) is None
+               and not (n == "params" and getattr(cp, "f_module", None) is not None)]
     if lacking:
-        fresh = {"f_params": "fresh networks", "f_optimizer": "a fresh optimizer"}
+        fresh = {"f_params": "fresh networks", "f_optimizer": "a fresh optimizer",
+                 "f_random_state": "reseeded random generators"}
         raise ValueError(
             f"The callback {name!r} (LoadInitState) resumes from a Checkpoint that saves "
             f"the history but has {' and '.join(f + '=None' for f in lacking)}: the "
             "resumed fit would continue the epochs with "
-            f"{' and '.join(fresh[f] for f in lacking)}. Give {' and '.join(lacking)} a "
-            "file name, or use sklearn_npll.callbacks.TrainingCheckpoint.")
+            f"{' and '.join(fresh.get(f, f'a fresh {f[2:]}_') for f in lacking)}. Give "
+            f"{' and '.join(lacking)} a file name, or use "
+            "sklearn_npll.callbacks.TrainingCheckpoint.")
 
 
 def _formatted_files(net, cp, history):

@@ -293,7 +293,8 @@ def test_the_table_of_skorch_callbacks_is_current(tmp_path):
     ]
     cases += [(f"skorch Checkpoint: {case}", _damage_case(damage, n))
               for case, damage, n, _ in DAMAGES]
-    cases += [(case, _refused_case(callbacks, params)) for case, callbacks, params, _ in REFUSED]
+    cases += [(case, _refused_case(callbacks, params))
+              for case, callbacks, params, _ in REFUSED]
     rows = []
     for i, (case, action) in enumerate(cases):
         folder = tmp_path / f"case{i}"

@@ -128,8 +128,7 @@ class PersistenceMixin:
 
     def save_params(self, f_params=None, f_optimizer=None, f_criterion=None, f_history=None,
                     use_safetensors=False, f_fitted=None, f_random_state=None, **kwargs):
-        """Save parameters as skorch's ``save_params``, plus the fitted
-        attributes and the random generator states.
+        """Save as skorch's ``save_params``, plus fitted attributes and random states.
 
         The fitted attributes are those the networks are built from, so that
         :meth:`load_params` can restore into a fresh estimator. skorch's

@@ -124,9 +124,9 @@ class Trainer:
             if not ok:
                 v = v.reshape(-1)
                 raise FloatingPointError(  # epochs counted from 1, as in the history
-                    f"Training diverged at epoch {epoch + 1}{where}: the loss term '{name}' is "
-                    f"{float(v[~torch.isfinite(v)][0])}. Lower lr, check the inputs for "
-                    "extreme values, or normalise features.")
+                    f"Training diverged at epoch {epoch + 1}{where}: the loss term "
+                    f"'{name}' is {float(v[~torch.isfinite(v)][0])}. Lower lr, check the "
+                    "inputs for extreme values, or normalise features.")
 
     def step(self, network, loss, batch, y_pred, rows):
         """One optimisation step of ``network`` on ``loss``, told to skorch's

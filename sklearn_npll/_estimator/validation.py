@@ -16,8 +16,8 @@ from .._data.candidates import check_candidates, holds_candidate_sets, is_candid
 from .._data.image_store import load_images
 from .._data.inputs import InputData, as_input_data, is_pil_image
 
-__all__ = ["check_X", "check_class_coverage", "check_given_classes", "check_partial_fit_classes",
-           "check_targets", "check_training_data"]
+__all__ = ["check_X", "check_class_coverage", "check_given_classes",
+           "check_partial_fit_classes", "check_targets", "check_training_data"]
 
 
 def _is_array_like_matrix(X):

@@ -83,6 +83,19 @@ def test_train_end_checkpoint_loads_into_a_fresh_estimator(name, tmp_path):
     assert fresh.history_[:, "train_loss"] == fitted.history_[:, "train_loss"]
 
 
+def test_safetensors_checkpoint_files_load_into_a_fresh_estimator(tmp_path):
+    # safetensors holds tensors only: no optimizer (skorch refuses it)
+    kw = dict(dirname=str(tmp_path), use_safetensors=True, f_optimizer=None)
+    fitted = fit("CoRegClassifier", [("end", TrainEndCheckpoint(**kw))], max_epochs=3)
+    fresh = make("CoRegClassifier")
+    fresh.load_params(checkpoint=TrainEndCheckpoint(**kw), use_safetensors=True)
+    np.testing.assert_array_equal(fresh.predict_proba(X), fitted.predict_proba(X))
+    assert fresh._random_states["epoch"] == 3
+    for name in ("module_", "module2_", "coreg_state_"):  # buffers included
+        saved, loaded = getattr(fitted, name).state_dict(), getattr(fresh, name).state_dict()
+        assert all(torch.equal(saved[key], loaded[key]) for key in saved), name
+
+
 def test_load_init_state_resumes_from_a_train_end_checkpoint(tmp_path):
     fit("CoRegClassifier", [("end", TrainEndCheckpoint(dirname=str(tmp_path)))], max_epochs=4)
     end = TrainEndCheckpoint(dirname=str(tmp_path))

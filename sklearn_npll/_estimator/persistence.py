@@ -227,6 +227,13 @@ class PersistenceMixin:
         >>> fresh = CoRegClassifier()                               # doctest: +SKIP
         >>> fresh.load_params(f_params="a.pt", f_module2="b.pt",
         ...                   f_fitted="fitted.json")             # doctest: +SKIP
+
+        What skorch's ``TrainEndCheckpoint`` (or ``Checkpoint``) saved:
+
+        >>> from skorch.callbacks import TrainEndCheckpoint          # doctest: +SKIP
+        >>> fresh = CoRegClassifier()                               # doctest: +SKIP
+        >>> fresh.load_params(checkpoint=TrainEndCheckpoint(dirname="exp1"))
+        ... # doctest: +SKIP
         """
         if hasattr(checkpoint, "restore"):
             # a TrainingCheckpoint loads everything it saved, or raises

@@ -323,7 +323,7 @@ def load_checkpoint(net, checkpoint, use_safetensors=False):
             f"{str(exc).splitlines()[0].rstrip(':')}.") from exc
     if history is not None and "f_random_state" in files:
         _check_epochs(net, cp)
-    for _, callback in net.callbacks_:
+    for _, callback in net.callbacks_ if "f_optimizer" in files else []:
         # schedulers were built at on_train_begin, before this load
         if isinstance(callback, LRScheduler):
             callback.on_train_begin(net)

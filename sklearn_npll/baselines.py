@@ -24,6 +24,7 @@ from ._data.candidates import check_probabilities
 from ._estimator.base import PartialLabelNet
 from ._estimator.docstrings import fill_shared_docs
 from ._estimator.skorch_compat import finish_init
+from ._estimator.validation import check_given_classes, check_partial_fit_classes
 from ._methods import label_math as lm
 from ._methods.cc import CCTrainer, cc_loss
 from ._methods.distillation import DistillationTrainer
@@ -488,20 +489,25 @@ class DistillationClassifier(_OneNetworkClassifier):
             Training inputs, as in :meth:`fit`; the same samples on every call.
         y : array-like of shape (n, C), or (n,), or None
             The teacher's probabilities, as in :meth:`fit`.
-        classes : None
-            Ignored; present for scikit-learn's API.
+        classes : array-like of shape (n_classes,), default=None
+            The class names of the columns of ``y`` (None: those ``X`` or
+            ``y`` carry, else ``0..C-1``); later calls must repeat them or
+            pass None.
 
         Returns
         -------
         self : DistillationClassifier
             The estimator, trained one epoch further.
         """
-        X, P = self._teacher_targets(X, y)
+        X, P = self._teacher_targets(X, y, check_partial_fit_classes(self, classes))
         return self._fit(X, None, fresh=not self.initialized_, epochs=1, soft_targets=P)
 
-    def _teacher_targets(self, X, y):
+    def _teacher_targets(self, X, y, given=None):
         """``(X as AnnotatedImages with the top-1 sets and classes, P)``."""
         classes = X.classes if isinstance(X, AnnotatedImages) else None
+        if given is not None and not self.initialized_:
+            columns = getattr(y, "columns", None)
+            classes = check_given_classes(given, classes if classes is not None else columns)
         images = X.images if isinstance(X, AnnotatedImages) else X
         if y is None:
             if not isinstance(X, AnnotatedImages) or X.proba is None:

@@ -350,8 +350,8 @@ class CoRegClassifier(PartialLabelNet):
                          "loss_prototype", "loss_contrastive", "n_trusted_per_class_a",
                          "n_trusted_per_class_b", "covering_rate_a", "covering_rate_b")
 
-    def _prepare_fit(self, X, y):
-        prepared = super()._prepare_fit(X, y)
+    def _prepare_fit(self, X, y, classes=None):
+        prepared = super()._prepare_fit(X, y, classes)
         if self.max_epochs <= self.warmup_epochs:
             warnings.warn(
                 f"max_epochs={self.max_epochs} <= warmup_epochs={self.warmup_epochs}: this "

@@ -1,8 +1,11 @@
-"""The table of reliability cases in benchmarks/RELIABILITY.md: each test
+r"""The table of reliability cases in benchmarks/RELIABILITY.md: each test
 that tries a group of cases renders its section and fails when the file's
 section differs. Regenerate with
 
-    NPLL_UPDATE_RELIABILITY=1 python -m pytest tests/test_reliability.py tests/test_checkpoints.py tests/test_kill_resume.py tests/test_model_selection.py tests/test_annotator_output.py
+    NPLL_UPDATE_RELIABILITY=1 python -m pytest tests/test_reliability.py \
+        tests/test_checkpoints.py tests/test_kill_resume.py \
+        tests/test_skorch_callbacks.py tests/test_true_warnings.py \
+        tests/test_model_selection.py tests/test_annotator_output.py
 """
 
 import difflib

@@ -35,7 +35,8 @@ def blobs(n_per_class=12, n_classes=3, d=5, seed=0):
     X = np.concatenate([rng.normal(c, 1.0, (n_per_class, d)) for c in centers])
     y = np.repeat(np.arange(n_classes), n_per_class)
     Y = np.eye(n_classes, dtype=np.uint8)[y]
-    Y[::3, (y[::3] + 1) % n_classes] = 1
+    every_third = np.arange(0, len(y), 3)  # sets of two classes, not of all three
+    Y[every_third, (y[every_third] + 1) % n_classes] = 1
     return X.astype(np.float32), Y
 
 

@@ -50,8 +50,9 @@ from . import data_parallel
 from .context import make_context
 from .persistence import PersistenceMixin, random_state_dict
 from .prediction import PredictionMixin
+from .skorch_callbacks import check_callbacks, trained_split, training_split, validation_split
 from .skorch_compat import UnusedSkorchLoop, registered_modules
-from .validation import check_training_data
+from .validation import check_partial_fit_classes, check_training_data
 
 __all__ = ["PartialLabelNet"]
 
@@ -357,17 +358,22 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
             Training inputs, as in :meth:`fit`; the same samples on every call.
         y : array-like of shape (n, C) or (n,), list of sets, or None
             Candidate sets, as in :meth:`fit`.
-        classes : None
-            Ignored; present for scikit-learn's API (classes come from ``y``).
+        classes : array-like of shape (n_classes,), default=None
+            The class names (None: those of ``y``). On the first call they
+            become ``classes_``: labels and sets may use any of them (a class
+            no sample holds is kept, with a warning), a candidate matrix has
+            one column per class, in this order. Later calls must repeat
+            them or pass None.
 
         Returns
         -------
         self : object
             The estimator, trained one epoch further.
         """
-        return self._fit(X, y, fresh=not self.initialized_, epochs=1)
+        return self._fit(X, y, fresh=not self.initialized_, epochs=1,
+                         classes=check_partial_fit_classes(self, classes))
 
-    def _fit(self, X, y, *, fresh, epochs, **fit_args):
+    def _fit(self, X, y, *, fresh, epochs, classes=None, **fit_args):
         """Every fit entry: validate the parameters (each call, as
         scikit-learn's SGD estimators do), initialise when ``fresh``, train
         ``epochs`` epochs (None: up to ``max_epochs``). ``fit_args`` are the
@@ -376,7 +382,7 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
         self._validate_params()
         prepared = None
         if fresh:
-            prepared = self._prepare_fit(X, y)
+            prepared = self._prepare_fit(X, y, classes)
             self.initialize()
             self._training_state_dropped = False
         elif epochs is None and len(self.history) >= self.max_epochs:
@@ -385,6 +391,7 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
                 f"max_epochs={self.max_epochs}; nothing to do. Raise max_epochs to train "
                 "longer, or call partial_fit for one more epoch.", UserWarning)
         self._check_can_continue()
+        check_callbacks(self)
         self.notify("on_train_begin", X=X, y=y)
         self.fit_loop(X, y, epochs=epochs, prepared=prepared, **fit_args)
         self.notify("on_train_end", X=X, y=y)
@@ -400,12 +407,12 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
         """A seed for one purpose of this fit, derived from ``random_state``."""
         return (self._seed_ + zlib.crc32(purpose.encode())) % (2**31 - 1)
 
-    def _prepare_fit(self, X, y):
+    def _prepare_fit(self, X, y, classes=None):
         """Validate the training data of a fresh fit and set the fitted
         attributes the networks are built from."""
         for attr in ("_diverged", "_random_states"):
             self.__dict__.pop(attr, None)
-        data, Y, classes = check_training_data(self, X, y)
+        data, Y, classes = check_training_data(self, X, y, classes=classes)
         self.classes_ = classes
         self.n_classes_ = len(classes)
         self.candidate_counts_ = Y.sum(axis=0, dtype=np.int64)
@@ -473,8 +480,9 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
         try:
             for epoch in range(start, stop):
                 finished, rows_before = False, len(self.history)
-                self.notify("on_epoch_begin", dataset_train=ctx.data,
-                            dataset_valid=ctx.valid_data)
+                ctx.trainer.trained_rows = []
+                self.notify("on_epoch_begin", dataset_train=training_split(ctx),
+                            dataset_valid=validation_split(ctx))
                 with self.mixed_precision():
                     terms = self.run_epoch(epoch, ctx)
                 for name, value in terms.items():
@@ -484,8 +492,9 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
                 self._random_states = random_state_dict(ctx.generator, ctx.rng,
                                                         len(self.history))
                 finished = True
-                self.notify("on_epoch_end", dataset_train=ctx.data,
-                            dataset_valid=ctx.valid_data)
+                # the samples of the epoch's steps, as the predictions were cached
+                self.notify("on_epoch_end", dataset_train=trained_split(ctx),
+                            dataset_valid=validation_split(ctx))
         except KeyboardInterrupt:  # skorch's EarlyStopping, or the user
             if not finished:
                 del self.history[rows_before:]

@@ -10,6 +10,7 @@
 
 import copy
 import json
+import os
 
 import numpy as np
 import torch
@@ -19,10 +20,11 @@ from skorch.exceptions import NotInitializedError
 from sklearn.exceptions import NotFittedError
 
 from .._runtime import resolve_device
+from .skorch_callbacks import load_checkpoint
 from .skorch_compat import registered_modules, registered_optimizers
 
-__all__ = ["PersistenceMixin", "fitted_from_json", "fitted_to_json", "random_state_dict",
-           "set_random_states"]
+__all__ = ["PersistenceMixin", "fitted_from_json", "fitted_to_json", "load_random_states",
+           "random_state_dict", "save_random_states", "set_random_states"]
 
 
 def random_state_dict(generator, rng, epoch):
@@ -42,6 +44,44 @@ def set_random_states(generator, rng, state):
     rng.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32),
                    state["numpy_pos"], state["numpy_has_gauss"],
                    state["numpy_cached_gaussian"]))
+
+
+def save_random_states(net, f, use_safetensors=False):
+    """Write ``net``'s generator states after its last finished epoch to
+    ``f`` (tensors only, so that safetensors can hold them too)."""
+    states = getattr(net, "_random_states", None)
+    if states is None or states["epoch"] != len(net.history):
+        raise ValueError(
+            f"{type(net).__name__} has no random generator state for its last epoch: "
+            "they are saved at the end of an epoch of fit or partial_fit.")
+    scalars = [states["epoch"], states["numpy_pos"], states["numpy_has_gauss"],
+               states["numpy_cached_gaussian"]]
+    tensors = {"torch": states["torch"], "numpy_keys": states["numpy_keys"],
+               "scalars": torch.tensor(scalars, dtype=torch.float64)}
+    if use_safetensors:
+        from safetensors.torch import save, save_file
+
+        if isinstance(f, (str, os.PathLike)):
+            save_file(tensors, f)
+        else:
+            f.write(save(tensors))
+    else:
+        torch.save(tensors, f)
+
+
+def load_random_states(f, use_safetensors=False):
+    """Read what :func:`save_random_states` wrote, as :func:`random_state_dict`
+    returns it."""
+    if use_safetensors:
+        from safetensors.torch import load, load_file
+
+        tensors = load_file(f) if isinstance(f, (str, os.PathLike)) else load(f.read())
+    else:
+        tensors = torch.load(f, map_location="cpu", weights_only=True)
+    epoch, pos, has_gauss, cached = tensors["scalars"].tolist()
+    return {"epoch": int(epoch), "torch": tensors["torch"],
+            "numpy_keys": tensors["numpy_keys"], "numpy_pos": int(pos),
+            "numpy_has_gauss": int(has_gauss), "numpy_cached_gaussian": float(cached)}
 
 
 def fitted_to_json(value):
@@ -87,11 +127,13 @@ class PersistenceMixin:
                     "n_train_samples_", "n_features_in_", "feature_names_in_", "_seed_")
 
     def save_params(self, f_params=None, f_optimizer=None, f_criterion=None, f_history=None,
-                    use_safetensors=False, f_fitted=None, **kwargs):
-        """Save parameters as skorch's ``save_params``, plus the fitted attributes.
+                    use_safetensors=False, f_fitted=None, f_random_state=None, **kwargs):
+        """Save as skorch's ``save_params``, plus fitted attributes and random states.
 
         The fitted attributes are those the networks are built from, so that
-        :meth:`load_params` can restore into a fresh estimator.
+        :meth:`load_params` can restore into a fresh estimator. skorch's
+        ``Checkpoint`` calls this method once per file; with these estimators
+        it saves every network, state and generator (see the user guide).
 
         Parameters
         ----------
@@ -101,7 +143,8 @@ class PersistenceMixin:
         f_optimizer : str, path-like or file, default=None
             File for ``optimizer_``, as in skorch.
         f_criterion : str, path-like or file, default=None
-            As in skorch (these estimators have no criterion module).
+            Ignored: these estimators have no criterion module (skorch's
+            ``Checkpoint`` names one by default).
         f_history : str, path-like or file, default=None
             JSON file for the history, as in skorch.
         use_safetensors : bool, default=False
@@ -109,6 +152,9 @@ class PersistenceMixin:
         f_fitted : str or path-like, default=None
             A JSON file for the classes, input shape, normalisation and
             number of training samples.
+        f_random_state : str, path-like or file, default=None
+            File for the states of the fit's random generators after the
+            last finished epoch (an exact resume continues from them).
         **kwargs
             ``f_<module or optimizer name>`` for the other components.
 
@@ -122,12 +168,16 @@ class PersistenceMixin:
                     if hasattr(self, name)}
             with open(f_fitted, "w", encoding="utf-8") as f:
                 json.dump(meta, f)
-        return super().save_params(f_params=f_params, f_optimizer=f_optimizer,
-                                   f_criterion=f_criterion, f_history=f_history,
-                                   use_safetensors=use_safetensors, **kwargs)
+        if f_random_state is not None:
+            save_random_states(self, f_random_state, use_safetensors)
+        skorch_files = dict(f_params=f_params, f_optimizer=f_optimizer, f_history=f_history,
+                            **kwargs)
+        if any(f is not None for f in skorch_files.values()):
+            super().save_params(use_safetensors=use_safetensors, **skorch_files)
 
     def load_params(self, f_params=None, f_optimizer=None, f_criterion=None, f_history=None,
-                    checkpoint=None, use_safetensors=False, f_fitted=None, **kwargs):
+                    checkpoint=None, use_safetensors=False, f_fitted=None, f_random_state=None,
+                    **kwargs):
         """Load parameters as skorch's ``load_params``, on the resolved device.
 
         ``device="auto"`` is not a torch device: the tensors go to the device
@@ -141,12 +191,16 @@ class PersistenceMixin:
         f_optimizer : str, path-like or file, default=None
             File of ``optimizer_``, as in skorch.
         f_criterion : str, path-like or file, default=None
-            As in skorch (these estimators have no criterion module).
+            Ignored: these estimators have no criterion module.
         f_history : str, path-like or file, default=None
             JSON file of the history, as in skorch.
-        checkpoint : skorch Checkpoint, default=None
-            As in skorch; a ``TrainingCheckpoint`` loads everything it saved,
-            or raises.
+        checkpoint : skorch Checkpoint or TrainEndCheckpoint, default=None
+            Load everything it saved: every network and state, the
+            optimizer, the history and the random generator states (into a
+            fresh estimator, the fitted attributes first), or raise
+            :class:`~sklearn_npll.callbacks.CheckpointError` naming what is
+            missing or inconsistent. A ``TrainingCheckpoint`` loads its
+            latest complete save.
         use_safetensors : bool, default=False
             Load safetensors files, as in skorch.
         f_fitted : str or path-like, default=None
@@ -154,6 +208,10 @@ class PersistenceMixin:
             into a fresh estimator: its networks and optimizer are then built
             from it before the weights are loaded. Load every network
             (``f_params``, ``f_module2``, ...) that predicts.
+        f_random_state : str, path-like or file, default=None
+            The file written by ``save_params(f_random_state=...)``: the next
+            fit continues from these generator states when the history
+            holds as many epochs as they were saved after.
         **kwargs
             ``f_<module or optimizer name>`` for the other components.
 
@@ -169,10 +227,20 @@ class PersistenceMixin:
         >>> fresh = CoRegClassifier()                               # doctest: +SKIP
         >>> fresh.load_params(f_params="a.pt", f_module2="b.pt",
         ...                   f_fitted="fitted.json")             # doctest: +SKIP
+
+        What skorch's ``TrainEndCheckpoint`` (or ``Checkpoint``) saved:
+
+        >>> from skorch.callbacks import TrainEndCheckpoint          # doctest: +SKIP
+        >>> fresh = CoRegClassifier()                               # doctest: +SKIP
+        >>> fresh.load_params(checkpoint=TrainEndCheckpoint(dirname="exp1"))
+        ... # doctest: +SKIP
         """
         if hasattr(checkpoint, "restore"):
             # a TrainingCheckpoint loads everything it saved, or raises
             checkpoint.restore(self)
+            return
+        if checkpoint is not None:
+            load_checkpoint(self, checkpoint, use_safetensors)
             return
         if f_fitted is not None:
             with open(f_fitted, encoding="utf-8") as f:
@@ -190,11 +258,13 @@ class PersistenceMixin:
                 f"This {type(self).__name__} is not fitted: pass f_fitted=, the file "
                 "written by save_params(f_fitted=...), which holds the classes, input "
                 "shape and normalisation its networks are built from.")
-        with self._on_resolved_device():
-            return super().load_params(f_params=f_params, f_optimizer=f_optimizer,
-                                       f_criterion=f_criterion, f_history=f_history,
-                                       checkpoint=checkpoint,
-                                       use_safetensors=use_safetensors, **kwargs)
+        if f_random_state is not None:
+            self._random_states = load_random_states(f_random_state, use_safetensors)
+        skorch_files = dict(f_params=f_params, f_optimizer=f_optimizer, f_history=f_history,
+                            **kwargs)
+        if any(f is not None for f in skorch_files.values()):
+            with self._on_resolved_device():
+                super().load_params(use_safetensors=use_safetensors, **skorch_files)
 
     # --------------------------------------------- small models for serving
     def _prediction_state(self):

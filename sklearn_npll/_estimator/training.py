@@ -61,6 +61,8 @@ class Trainer:
 
     def __init__(self, estimator, ctx):
         self.estimator, self.ctx = estimator, ctx
+        #: The training rows of each step of the current epoch, in order.
+        self.trained_rows = []
 
     def run_epoch(self, epoch):
         """Train one epoch (0-based ``epoch``); return ``{term: mean value}``."""
@@ -111,8 +113,9 @@ class Trainer:
 
     @staticmethod
     def check_finite(epoch, terms, where=""):
-        """Raise ``FloatingPointError`` naming the epoch and the first term
-        (a scalar or a tensor of per-sample values) that is NaN or infinite."""
+        """Raise ``FloatingPointError`` naming the epoch (``epoch`` is 0-based;
+        the message counts from 1, as the history does) and the first term (a
+        scalar or a tensor of per-sample values) that is NaN or infinite."""
         values = [torch.as_tensor(v, dtype=torch.float32).detach() for v in terms.values()]
         finite = torch.stack([torch.isfinite(v).all().cpu() for v in values])
         if bool(finite.all()):
@@ -120,12 +123,12 @@ class Trainer:
         for name, v, ok in zip(terms, values, finite):
             if not ok:
                 v = v.reshape(-1)
-                raise FloatingPointError(
-                    f"Training diverged at epoch {epoch}{where}: the loss term '{name}' is "
-                    f"{float(v[~torch.isfinite(v)][0])}. Lower lr, check the inputs for "
-                    "extreme values, or normalise features.")
+                raise FloatingPointError(  # epochs counted from 1, as in the history
+                    f"Training diverged at epoch {epoch + 1}{where}: the loss term "
+                    f"'{name}' is {float(v[~torch.isfinite(v)][0])}. Lower lr, check the "
+                    "inputs for extreme values, or normalise features.")
 
-    def step(self, network, loss, batch, y_pred):
+    def step(self, network, loss, batch, y_pred, rows):
         """One optimisation step of ``network`` on ``loss``, told to skorch's
         callbacks as a training batch.
 
@@ -148,6 +151,10 @@ class Trainer:
             candidate matrix.
         y_pred : torch.Tensor
             The network's logits for the rows of ``batch``.
+        rows : array-like of int
+            The batch's training rows, recorded in :attr:`trained_rows` (the
+            samples of the split that skorch's scoring callbacks read at the
+            end of the epoch, in the order of the predictions they cached).
         """
         est, scaler = self.estimator, self.ctx.grad_scaler
         est.notify("on_batch_begin", batch=batch, training=True)
@@ -168,6 +175,7 @@ class Trainer:
             scaler.step(est.optimizer_)  # skipped when a gradient is inf/NaN
             scaler.update()
         loss = loss.detach()
+        self.trained_rows.append(np.asarray(torch.as_tensor(rows).cpu()))
         est.history.record_batch("train_loss", float(loss))
         est.history.record_batch("train_batch_size", n_samples)
         est.notify("on_batch_end", batch=batch, training=True, loss=loss,
@@ -206,5 +214,5 @@ class Trainer:
             loss, terms = loss_terms(logits, rows)
             terms = data_parallel.average(self.estimator, terms)
             self.check_finite(epoch, terms, where)
-            self.step(network, loss, (x, ctx.Y[rows]), logits)
+            self.step(network, loss, (x, ctx.Y[rows]), logits, idx)
             yield logits.detach(), rows, terms

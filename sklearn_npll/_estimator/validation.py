@@ -17,7 +17,8 @@ from .._data.candidates import (check_candidates, column_order, holds_candidate_
 from .._data.image_store import load_images
 from .._data.inputs import InputData, as_input_data, is_pil_image
 
-__all__ = ["check_X", "check_class_coverage", "check_targets", "check_training_data"]
+__all__ = ["check_X", "check_class_coverage", "check_given_classes",
+           "check_partial_fit_classes", "check_targets", "check_training_data"]
 
 
 def _is_array_like_matrix(X):
@@ -81,9 +82,14 @@ def check_targets(y):
     return y, columns
 
 
+def _names(values):
+    return [c.item() if isinstance(c, np.generic) else c for c in values]
+
+
 def check_class_coverage(Y, classes):
     """A classifier needs two classes; a class in no candidate set cannot be
-    learnt (warned, not refused: an annotator may find no image of it)."""
+    learnt (warned, not refused: an annotator may find no image of it); a
+    set of every class says nothing about its sample's label (warned)."""
     used = np.flatnonzero(Y.sum(axis=0) > 0)
     if len(used) < 2:
         raise ValueError(
@@ -93,9 +99,17 @@ def check_class_coverage(Y, classes):
     if unused.size:
         warnings.warn(
             f"{unused.size} class(es) appear in no candidate set: "
-            f"{[c.item() if isinstance(c, np.generic) else c for c in classes[unused][:5]]}. "
-            "They cannot be learnt and are never predicted; drop their columns or add "
-            "samples that hold them.", UserWarning)
+            f"{_names(classes[unused][:5])}. No sample supports them: training lowers their "
+            "probability, but a model trained briefly may still predict them. Drop their "
+            "columns or add samples that hold them.", UserWarning)
+    full = np.flatnonzero(Y.sum(axis=1) == Y.shape[1])
+    if full.size:
+        warnings.warn(
+            f"{full.size} of {len(Y)} candidate set(s) hold every class (rows "
+            f"{full[:5].tolist()}{', ...' if full.size > 5 else ''}): they say nothing about "
+            "their sample's label. If these samples are meant as unlabeled, ignore this "
+            "warning; if an annotator proposed the sets, it kept too many candidates (lower "
+            "its k, or raise its ratio or threshold).", UserWarning)
 
 
 
@@ -149,8 +163,42 @@ def _load_images(est, X, reset):
         est.image_size_ = resolved
     return data
 
-def check_training_data(est, X, y, reset=True):
-    classes = None if reset else est.classes_
+def check_partial_fit_classes(est, classes):
+    """The ``classes`` argument of ``partial_fit``: None, or the class names,
+    which a continued fit must repeat."""
+    if classes is None:
+        return None
+    given = np.asarray(classes)
+    if given.ndim != 1 or len(given) < 2:
+        raise ValueError(f"classes must list at least 2 class names; got {classes!r}.")
+    if est.initialized_ and hasattr(est, "classes_") \
+            and given.tolist() != est.classes_.tolist():
+        raise ValueError(
+            f"classes={given.tolist()} is not the same as on the first call of partial_fit "
+            f"({est.classes_.tolist()}): partial_fit continues one fit on fixed classes. "
+            "Call fit, or partial_fit on a fresh estimator, to train on other classes.")
+    return given
+
+
+def check_given_classes(given, named):
+    """Classes given to ``partial_fit``, checked against the names the
+    candidate matrix's columns already carry (annotation, DataFrame)."""
+    if named is not None and np.asarray(named).tolist() != given.tolist():
+        raise ValueError(
+            f"classes={given.tolist()} differs from the class names of y's columns "
+            f"{np.asarray(named).tolist()}. Pass classes=None, or give y one column per "
+            "class in the order of classes (a column of zeros for a class no sample holds).")
+    return given
+
+
+def check_training_data(est, X, y, reset=True, classes=None):
+    """X as ``InputData``, y as a 0/1 candidate matrix, and the class names.
+
+    ``classes`` are the names ``partial_fit`` was given (a fresh fit only):
+    they name the matrix's columns, or the classes labels and sets refer to
+    (a class no sample holds is kept, with a warning).
+    """
+    given, classes = classes, (None if reset else est.classes_)
     if isinstance(X, AnnotatedImages):
         classes = X.classes if classes is None else classes
         if y is None:
@@ -172,6 +220,9 @@ def check_training_data(est, X, y, reset=True):
     if reset and classes is not None and not holds_candidate_sets(y):
         # labels given next to an annotation: keep its class names when they fit
         classes = classes if np.isin(np.asarray(y), classes).all() else None
+    if reset and given is not None:
+        named = classes if holds_candidate_sets(y) and not is_candidate_set_list(y) else None
+        classes = check_given_classes(given, named)
     if reset:
         for attr in ("n_features_in_", "feature_names_in_"):
             if hasattr(est, attr):

@@ -101,7 +101,7 @@ class CoRegTrainer(Trainer):
                 "fit on the output of VLMPartialAnnotator.transform (it carries them), or "
                 "pass fit(X, Y, teacher_proba=P).")
         self.divisions = None
-        self._warned_missing = set()
+        self._warned = set()  # (warning, network) already shown in this fit
 
     @property
     def networks(self):
@@ -230,18 +230,30 @@ class CoRegTrainer(Trainer):
         training samples point to has no trusted sample: the partner then
         learns it only from the unlabeled split, which usually erases it."""
         est = self.estimator
-        if len(missing) == 0 or k in self._warned_missing:
+        if len(missing) == 0 or ("missing", k) in self._warned:
             return
-        self._warned_missing.add(k)
+        self._warned.add(("missing", k))
         names = ", ".join(str(c) for c in est.classes_[missing])
         hint = "" if est.class_aware_division else (
             " Set class_aware_division=True, train a longer warm-up or a wider network, or "
             "mark a few verified labels of these classes.")
-        warnings.warn(
-            f"Epoch {epoch}: network {'AB'[k]}'s trusted split holds no sample of "
+        warnings.warn(  # epochs counted from 1, as in the history
+            f"Epoch {epoch + 1}: network {'AB'[k]}'s trusted split holds no sample of "
             f"class(es) {names}, the best candidate of other training samples; its partner "
             f"will not learn them from labels.{hint} Shown once per fit; the history's "
             "missing_classes_a/b count them every epoch.",
+            RuntimeWarning)
+
+    def warn_skipped(self, epoch, a, n_trusted):
+        """Warn (once per fit call and network) that network ``a`` skips its
+        co-training for want of trusted samples."""
+        if ("skipped", a) in self._warned:
+            return
+        self._warned.add(("skipped", a))
+        warnings.warn(
+            f"Epoch {epoch + 1}: network {'AB'[a]}'s partner trusts {n_trusted} sample(s); "
+            f"network {'AB'[a]} skips its co-training this epoch. Shown once per fit; the "
+            f"history's n_trusted_{'ba'[a]} counts the trusted samples every epoch.",
             RuntimeWarning)
 
     # ------------------------------------------------------------ co-training
@@ -295,8 +307,7 @@ class CoRegTrainer(Trainer):
         division = self.divisions[1 - a]
         P, U = division.trusted, division.unlabeled
         if len(P) < 2:
-            warnings.warn(f"Epoch {epoch}: network {'AB'[a]}'s partner trusts {len(P)} "
-                          "sample(s); skipping its co-training this epoch.", RuntimeWarning)
+            self.warn_skipped(epoch, a, len(P))
             return
         use_u = est.use_unlabeled and len(U) > 1
         # |P| // B + 1 as in the paper; the reference's ceil(|P| / B) is one
@@ -314,7 +325,8 @@ class CoRegTrainer(Trainer):
             values = data_parallel.average(est, {k: float(v.detach()) for k, v in terms.items()})
             self.check_finite(epoch, {**values, "train_loss": float(loss.detach())},
                               f" (network {'AB'[a]})")
-            self.step(net, loss, (batch.x, ctx.Y[batch.rows]), targets.logits_w[:batch.nx])
+            self.step(net, loss, (batch.x, ctx.Y[batch.rows]), targets.logits_w[:batch.nx],
+                      batch.rows)
             yield values
 
     def views(self, ix, unlabeled):

@@ -59,6 +59,7 @@ class _OneNetworkClassifier(PartialLabelNet):
         image_size="auto",
         memory_budget=2**31,
         num_workers=None,
+        on_bad_image="raise",
         precision="auto",
         device_store="auto",
         validation_fraction=None,
@@ -86,6 +87,7 @@ class _OneNetworkClassifier(PartialLabelNet):
         self.image_size = image_size
         self.memory_budget = memory_budget
         self.num_workers = num_workers
+        self.on_bad_image = on_bad_image
         self.precision = precision
         self.device_store = device_store
         self.validation_fraction = validation_fraction
@@ -150,6 +152,7 @@ class PRODENClassifier(_OneNetworkClassifier):
     {image_size}
     {memory_budget}
     {num_workers}
+    {on_bad_image}
     {precision}
     {device_store}
     {validation_fraction}
@@ -246,6 +249,7 @@ class CCClassifier(_OneNetworkClassifier):
     {image_size}
     {memory_budget}
     {num_workers}
+    {on_bad_image}
     {precision}
     {device_store}
     {validation_fraction}
@@ -337,6 +341,7 @@ class DistillationClassifier(_OneNetworkClassifier):
     {image_size}
     {memory_budget}
     {num_workers}
+    {on_bad_image}
     {precision}
     {device_store}
     {validation_fraction}
@@ -403,6 +408,7 @@ class DistillationClassifier(_OneNetworkClassifier):
         image_size="auto",
         memory_budget=2**31,
         num_workers=None,
+        on_bad_image="raise",
         precision="auto",
         device_store="auto",
         validation_fraction=None,
@@ -433,6 +439,7 @@ class DistillationClassifier(_OneNetworkClassifier):
         self.image_size = image_size
         self.memory_budget = memory_budget
         self.num_workers = num_workers
+        self.on_bad_image = on_bad_image
         self.precision = precision
         self.device_store = device_store
         self.validation_fraction = validation_fraction

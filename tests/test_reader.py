@@ -222,8 +222,9 @@ def test_skip_drops_the_rows_of_y_with_the_files(folder, form):
          "sets": [set(names[row.astype(bool)]) for row in Y],
          "annotated": None}[form]
     X = AnnotatedImages(folder, Y, names) if form == "annotated" else folder
-    with pytest.warns(UserWarning, match=r"(?s)3 of 12 image files could not be read; they "
-                      r"are left out.*sample 3.*sample 7.*sample 10"):
+    with pytest.warns(UserWarning, match=r"(?s)3 of 12 image files could not be read; "
+                      r"on_bad_image='skip': they are left out, with their rows of y:"
+                      r".*sample 3.*sample 7.*sample 10"):
         clf = PRODENClassifier(on_bad_image="skip", **SMALL).fit(X, y)
     assert clf.n_train_samples_ == 9
     reference, readable = _reference(PRODENClassifier, folder, Y if y is None else y,
@@ -392,3 +393,113 @@ def test_annotate_folder_example(annotator, folder, tmp_path, monkeypatch):
         pipe = example.main(args + ["--skip-unreadable"])
     assert pipe["coreg"].n_train_samples_ == 12
     assert pipe["coreg"].image_size_ == (12, 12)
+
+
+# ------------------------------------------------------- the reliability table
+def _image_cases(root):
+    """(case, action) pairs of benchmarks/RELIABILITY.md's "images" section;
+    each action returns what the user sees."""
+    import torch
+
+    from sklearn_npll.export import load_torch_export, to_onnx, to_torch_export
+
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 65536, (20, 28)).astype(np.uint16)
+    Image.fromarray(values).save(root / "scan16.png")
+    Image.fromarray(rng.random((20, 28)).astype(np.float32)).save(root / "scan.tif")
+    rotated = save_rotated_jpeg(root / "phone.jpg", gradient(20, 30), orientation=6)
+    bad = [str(root / f"ok{i}.png") for i in range(12)]
+    for path in bad:
+        Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(path)
+    (root / "ok3.png").write_bytes(b"not an image")
+    (root / "ok7.png").write_bytes((root / "ok6.png").read_bytes()[:60])
+    bad[10] = str(root / "missing.png")
+    y = np.arange(12) % 2
+    Image.fromarray(gradient(12, 15)).save(root / "large.png")
+    Image.fromarray(gradient(20, 20)).save(root / "huge.png")
+
+    def grey(path, expected):
+        def action():
+            clf = PRODENClassifier(**SMALL).fit([path] * 4, y[:4])
+            stored = load_images([path], None)[0].data[0, 0].numpy()
+            return (f"fits, sample_shape_ {clf.sample_shape_}; stored pixels "
+                    f"{stored.min()}..{stored.max()}, as the rule gives: "
+                    f"{np.array_equal(stored, expected)}")
+        return action
+
+    def upright():
+        clf = PRODENClassifier(**SMALL).fit([rotated] * 4, y[:4])
+        stored = load_images([rotated], None)[0].data[0].permute(1, 2, 0).numpy()
+        expected = np.asarray(ImageOps.exif_transpose(Image.open(rotated)))
+        return f"fits, image_size_ {clf.image_size_}; stored upright: " \
+               f"{np.array_equal(stored, expected)}"
+
+    def skipped():
+        clf = PRODENClassifier(on_bad_image="skip", **SMALL).fit(bad, y)
+        return f"fits on {clf.n_train_samples_} samples"
+
+    def limited(paths):
+        def action():
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(Image, "MAX_IMAGE_PIXELS", 150)
+                PRODENClassifier(**SMALL).fit(paths, np.arange(len(paths)) % 2)
+        return action
+
+    def exported():
+        X = gradient(16, 16)[None].repeat(8, 0)
+        X[::2, :, :8] = 255
+        clf = PRODENClassifier(**SMALL).fit(X, y[:8])
+        module, _ = load_torch_export(to_torch_export(clf, root / "m.pt2"))
+        to_onnx(clf, root / "m.onnx")
+        other = np.stack([gradient(37, 29, seed=s) for s in range(4)])
+        x = torch.from_numpy(other.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+        logits, proba = module(x)
+        gap = np.abs(proba.numpy() - clf.predict_proba(other)).max()
+        return (f"exported (ONNX and torch.export); at 37x29 for a model trained at 16x16 "
+                f"within 1e-4 of predict_proba: {gap <= 1e-4}; outputs require grad: "
+                f"{proba.requires_grad}")
+
+    def annotated(on_bad_image):
+        from _common import TINY_CLIP_NAME, save_tiny_clip
+        from sklearn_npll.annotate import VLMPartialAnnotator
+
+        def action():
+            annotator = VLMPartialAnnotator(
+                ["cat", "dog"], model_name=TINY_CLIP_NAME, pretrained=save_tiny_clip(root),
+                on_bad_image=on_bad_image)
+            out = annotator.fit_transform(bad)
+            unread = (out.votes == -1).all(1)
+            clf = PRODENClassifier(on_bad_image="skip", **SMALL).fit(out)
+            return (f"annotates {len(out)} rows, {unread.sum()} with every class and no "
+                    f"vote; the classifier (on_bad_image='skip') fits on "
+                    f"{clf.n_train_samples_} samples")
+        return action
+
+    return [
+        ("16-bit greyscale PNG (Pillow mode I;16)",
+         grey(str(root / "scan16.png"), np.round(values / 257).astype(np.uint8))),
+        ("32-bit float TIFF in [0, 1] (mode F)",
+         grey(str(root / "scan.tif"),
+              np.round(np.asarray(Image.open(root / "scan.tif")) * 255).astype(np.uint8))),
+        ("JPEG with EXIF Orientation 6 (stored 30 wide, 20 high)", upright),
+        ("12 files: not an image, truncated, missing at 3, 7, 10",
+         lambda: PRODENClassifier(**SMALL).fit(bad, y)),
+        ("the same with on_bad_image='skip'", skipped),
+        ("the same 12 files through the annotator", annotated("raise")),
+        ("the annotator with on_bad_image='skip', then a classifier", annotated("skip")),
+        ("12x15 PNG, PIL.Image.MAX_IMAGE_PIXELS = 150 (warned)",
+         limited([str(root / "large.png")] * 2)),
+        ("20x20 PNG, PIL.Image.MAX_IMAGE_PIXELS = 150 (refused)",
+         limited([str(root / "large.png"), str(root / "huge.png")])),
+        ("export, then images of another size than training", exported),
+    ]
+
+
+def test_the_table_of_image_cases_is_current(tmp_path):
+    from _table import check_section, outcome
+
+    rows = [(name, outcome(action, paths=(tmp_path,)))
+            for name, action in _image_cases(tmp_path)]
+    check_section("images", rows)
+    assert all(r.startswith(("fits", "ImageReadError", "exported", "annotates"))
+               for _, r in rows), rows

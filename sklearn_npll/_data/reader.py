@@ -259,7 +259,7 @@ def read_image(source, mode=None, *, draft=None, name=None, warn_bomb=True):
 
 
 def report_unreadable(failures, n_total, on_bad_image="raise", what="images",
-                      skipped="with their rows of y"):
+                      skipped="they are left out, with their rows of y"):
     """One error, or one warning, for every image a pass could not read.
 
     Parameters
@@ -290,12 +290,11 @@ def report_unreadable(failures, n_total, on_bad_image="raise", what="images",
     lines = "\n".join(f"  {name} (sample {i}): {reason}" for i, name, reason in bad)
     head = f"{len(bad)} of {n_total} {what} could not be read"
     if on_bad_image == "skip" and kept.size:
-        warnings.warn(f"{head}; they are left out (on_bad_image='skip'), {skipped}:\n{lines}",
-                      UserWarning, stacklevel=3)
+        warnings.warn(f"{head}; on_bad_image='skip': {skipped}:\n{lines}", UserWarning,
+                      stacklevel=3)
         return kept
     if len(bad) == n_total:
         advice = "Check the paths and that the files are images Pillow can open."
     else:
-        advice = ("Fix or remove them, or pass on_bad_image='skip' to leave them out "
-                  "(their rows of y are dropped with them).")
+        advice = f"Fix or remove them, or pass on_bad_image='skip' ({skipped})."
     raise ImageReadError(f"{head}:\n{lines}\n{advice}", bad)

@@ -347,6 +347,6 @@ def embed_images(source, encode, preprocess, memory, disk=None, batch_size=256, 
         run.close()
     if run.failures:
         report_unreadable(run.failures, n, on_bad_image, "images",
-                          skipped="annotated as unlabeled (every class a candidate)")
+                          skipped="they are annotated as unlabeled, every class a candidate")
         run.out[[i for i, _, _ in run.failures]] = np.nan
     return run.out

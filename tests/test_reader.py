@@ -370,6 +370,26 @@ def test_annotator_reports_unreadable_files_together_or_skips_them(annotator, fo
         annotator.set_params(on_bad_image="raise")
 
 
+def test_sharded_annotation_reports_every_shard_in_the_indices_of_X(annotator, folder):
+    from sklearn_npll._vlm.sharding import _WORKER_ANNOTATORS
+    from sklearn_npll.distributed import annotate_sharded
+
+    try:
+        with pytest.raises(ImageReadError) as info:
+            annotate_sharded(annotator, folder, n_shards=4, n_jobs=1)
+        assert str(info.value).startswith("3 of 12 images could not be read:")
+        assert [i for i, _, _ in info.value.failures] == BAD
+        with pytest.warns(UserWarning, match=r"(?s)3 of 12 images.*unlabeled") as caught:
+            out = annotate_sharded(annotator.set_params(on_bad_image="skip"), folder,
+                                   n_shards=4, n_jobs=1)
+        assert [i for w in caught if hasattr(w.message, "failures")
+                for i, _, _ in w.message.failures] == BAD
+        assert (out.votes[BAD] == -1).all() and (out.candidates[BAD] == 1).all()
+    finally:
+        annotator.set_params(on_bad_image="raise")
+        _WORKER_ANNOTATORS.clear()
+
+
 def test_annotate_folder_example(annotator, folder, tmp_path, monkeypatch):
     """The example passes the files to the pipeline: one error naming every
     unreadable file, or, with --skip-unreadable, a model of the others."""

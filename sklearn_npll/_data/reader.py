@@ -39,7 +39,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["GREY_MODES", "READER_VERSION", "ImageReadError", "read_image", "read_header",
+__all__ = ["GREY_MODES", "READER_VERSION", "ImageReadError", "UnreadableImagesWarning",
+           "read_image", "read_header",
            "read_failure", "to_library_mode", "oriented_size", "report_unreadable"]
 
 #: Changes when the pixels this module returns for a file change (the
@@ -66,6 +67,23 @@ class ImageReadError(ValueError):
     Attributes
     ----------
     failures : list of (int or None, str, str)
+        ``(sample index, name, reason)`` of each image that could not be read.
+    """
+
+    def __init__(self, message, failures=()):
+        super().__init__(message)
+        self.failures = list(failures)
+
+    def __reduce__(self):
+        return type(self), (str(self), self.failures)
+
+
+class UnreadableImagesWarning(UserWarning):
+    """Images left out as unreadable (``on_bad_image="skip"``).
+
+    Attributes
+    ----------
+    failures : list of (int, str, str)
         ``(sample index, name, reason)`` of each image that could not be read.
     """
 
@@ -269,8 +287,8 @@ def report_unreadable(failures, n_total, on_bad_image="raise", what="images",
     n_total : int
         How many images the pass read.
     on_bad_image : {"raise", "skip"}
-        "raise": an :class:`ImageReadError` listing them all; "skip": a
-        ``UserWarning`` listing them all.
+        "raise": an :class:`ImageReadError` listing them all; "skip": an
+        :class:`UnreadableImagesWarning` (a ``UserWarning``) listing them all.
     what : str
         What the images are, for the message ("image files", "images").
         A pass where no image is readable raises whatever ``on_bad_image``.
@@ -290,8 +308,8 @@ def report_unreadable(failures, n_total, on_bad_image="raise", what="images",
     lines = "\n".join(f"  {name} (sample {i}): {reason}" for i, name, reason in bad)
     head = f"{len(bad)} of {n_total} {what} could not be read"
     if on_bad_image == "skip" and kept.size:
-        warnings.warn(f"{head}; on_bad_image='skip': {skipped}:\n{lines}", UserWarning,
-                      stacklevel=3)
+        warnings.warn(UnreadableImagesWarning(
+            f"{head}; on_bad_image='skip': {skipped}:\n{lines}", bad), stacklevel=3)
         return kept
     if len(bad) == n_total:
         advice = "Check the paths and that the files are images Pillow can open."

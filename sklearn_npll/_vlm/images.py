@@ -31,6 +31,10 @@ from .._data.reader import (READER_VERSION, ImageReadError, read_failure, read_i
 from .._digest import digest
 
 
+#: What on_bad_image="skip" does with an unreadable image, for messages.
+SKIPPED = "they are annotated as unlabeled, every class a candidate"
+
+
 def pixels_key(img):
     """Content key of an ``(H, W, 3)`` uint8 image: digest of its shape and pixels."""
     return digest(f"pixels:{img.shape[0]}x{img.shape[1]}x3:".encode(),
@@ -347,6 +351,6 @@ def embed_images(source, encode, preprocess, memory, disk=None, batch_size=256, 
         run.close()
     if run.failures:
         report_unreadable(run.failures, n, on_bad_image, "images",
-                          skipped="they are annotated as unlabeled, every class a candidate")
+                          skipped=SKIPPED)
         run.out[[i for i, _, _ in run.failures]] = np.nan
     return run.out

@@ -2,12 +2,16 @@
 proposes candidate sets, Co-Reg learns a classifier from them.
 
 The class names given on the command line are the only supervision. The
-images are read (recursively), centre-cropped and resized to a square, then a
-pipeline ``VLMPartialAnnotator -> CoRegClassifier`` is fitted on them. The
-script prints the candidate-set statistics and how the trained classifier
-spreads the images over the classes, and saves the fitted pipeline with
-joblib (load it with ``joblib.load`` and call ``predict`` on new images of
-the same size).
+image files found (recursively) are given to a pipeline
+``VLMPartialAnnotator -> CoRegClassifier`` as paths: both read them with the
+library's reader (upright by their EXIF orientation, 16-bit scans rescaled),
+the annotator at its model's resolution, the classifier resized and
+centre-cropped to a square of ``--image-size`` pixels. The script prints the
+candidate-set statistics and how the trained classifier spreads the images
+over the classes, and saves the fitted pipeline with joblib (load it with
+``joblib.load`` and call ``predict`` on new image files of any size).
+Unreadable files stop the run with one error that lists them all, or, with
+``--skip-unreadable``, are left out with a warning.
 
 Usage::
 
@@ -31,7 +35,6 @@ from pathlib import Path
 
 import joblib
 import numpy as np
-from PIL import Image, ImageOps
 from sklearn.pipeline import Pipeline
 
 from sklearn_npll import CoRegClassifier
@@ -45,19 +48,6 @@ def find_images(folder):
     if not paths:
         sys.exit(f"No image files ({', '.join(sorted(EXTENSIONS))}) found under {folder}.")
     return paths
-
-
-def load_images(paths, size):
-    """Read every image as RGB, centre-crop it to a square and resize it."""
-    images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as im:
-                im = ImageOps.fit(im.convert("RGB"), (size, size), Image.Resampling.BICUBIC)
-        except OSError as exc:
-            sys.exit(f"Could not read {path}: {exc}")
-        images[i] = np.asarray(im)
-    return images
 
 
 def parse_args(argv=None):
@@ -76,7 +66,9 @@ def parse_args(argv=None):
                         default="multi_prompt", help="how candidate sets are made")
     parser.add_argument("--cache-dir", help="on-disk cache of image embeddings")
     parser.add_argument("--image-size", type=int, default=64,
-                        help="side of the square images given to the pipeline")
+                        help="side of the square images the classifier trains on")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="leave unreadable files out (with a warning) instead of stopping")
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--warmup-epochs", type=int, default=None,
                         help="default: half of --max-epochs")
@@ -94,10 +86,10 @@ def main(argv=None):
         import open_clip
 
         open_clip.add_model_config(args.model_config)
-    paths = find_images(args.folder)
-    images = load_images(paths, args.image_size)
-    print(f"{len(paths)} images from {args.folder}, resized to {args.image_size}px; "
+    images = [str(path) for path in find_images(args.folder)]
+    print(f"{len(images)} images from {args.folder}, trained at {args.image_size}px; "
           f"classes: {args.classes}")
+    on_bad_image = "skip" if args.skip_unreadable else "raise"
 
     warmup = args.warmup_epochs if args.warmup_epochs is not None else args.max_epochs // 2
     pipe = Pipeline([
@@ -105,10 +97,12 @@ def main(argv=None):
             class_names=args.classes, model_name=args.model_name,
             pretrained=args.pretrained, templates=args.templates, mode=args.mode,
             cache_dir=args.cache_dir, device=args.device, verbose=args.verbose,
+            on_bad_image=on_bad_image,
         )),
         ("coreg", CoRegClassifier(
             max_epochs=args.max_epochs, warmup_epochs=warmup, batch_size=args.batch_size,
-            device=args.device, random_state=args.random_state, verbose=int(args.verbose),
+            image_size=args.image_size, on_bad_image=on_bad_image, device=args.device,
+            random_state=args.random_state, verbose=int(args.verbose),
         )),
     ])
     try:
@@ -122,8 +116,10 @@ def main(argv=None):
           f"sizes {dict(sorted(stats['size_counts'].items()))} "
           f"({len(annotator.templates_)} templates, mode {args.mode})")
 
-    zero_shot = annotator.predict(images)  # embeddings come from the cache
-    predicted = pipe.predict(images)
+    # with --skip-unreadable, the files not read have no vote
+    readable = [path for path, votes in zip(images, annotator.votes_) if (votes >= 0).any()]
+    zero_shot = annotator.predict(readable)  # embeddings come from the cache
+    predicted = pipe.predict(readable)
     print(f"Co-Reg agrees with the zero-shot label on {np.mean(predicted == zero_shot):.1%} "
           "of the images")
     counts = collections.Counter(predicted.tolist())

@@ -216,6 +216,17 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         behaviour changes: it then identifies the preprocessing in the disk
         cache. open_clip and torchvision transforms are identified by their
         parameters and need none.
+    on_bad_image : {"raise", "skip"}, default="raise"
+        Images that cannot be read (missing or damaged files, files over
+        Pillow's ``PIL.Image.MAX_IMAGE_PIXELS``) are all tried before any is
+        reported. "raise": one ``ValueError`` names every one with its index
+        and reason. "skip": one warning names them, and the annotation
+        (``annotate``, ``transform``, ``fit_transform``) keeps one row per
+        image, giving each of them the set of every class (no information),
+        no vote (-1) and uniform probabilities; a classifier with
+        ``on_bad_image="skip"`` then leaves them out of training.
+        ``predict`` and ``predict_proba`` always raise: they have no answer
+        for an image they cannot see.
 
     Attributes
     ----------
@@ -319,6 +330,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         "precision": [StrOptions({"auto", "fp32", "fp16", "bf16"})],
         "hub_timeout": [Interval(Real, 0, None, closed="neither")],
         "preprocess_key": [str, None],
+        "on_bad_image": [StrOptions({"raise", "skip"})],
     }
 
     def __init__(
@@ -343,6 +355,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         precision="auto",
         hub_timeout=60.0,
         preprocess_key=None,
+        on_bad_image="raise",
     ):
         self.class_names = class_names
         self.model_name = model_name
@@ -364,6 +377,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         self.precision = precision
         self.hub_timeout = hub_timeout
         self.preprocess_key = preprocess_key
+        self.on_bad_image = on_bad_image
 
     # ---------------------------------------------------------------- checks
 
@@ -650,8 +664,9 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             return max(1, (os.cpu_count() or 1) + 1 + self.n_jobs)
         return self.n_jobs
 
-    def _embed_images(self, X):
-        """Normalised image embeddings ``(n, embed_dim)`` float32, through the caches."""
+    def _embed_images(self, X, on_bad_image="raise"):
+        """Normalised image embeddings ``(n, embed_dim)`` float32, through the
+        caches; rows of NaN for images skipped as unreadable."""
         device = self._ensure_model()
         source = ImageSource(X, draft=draft_size(self.preprocess_))
 
@@ -663,6 +678,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         return embed_images(
             source, encode, self.preprocess_, self._memory_cache, disk=self._disk_cache(),
             batch_size=self.batch_size, workers=self._n_workers(), verbose=self.verbose,
+            on_bad_image=on_bad_image,
         )
 
     def _text_on(self, device):
@@ -672,9 +688,13 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             self._text_cache = cached
         return cached
 
-    def _scores(self, X):
-        """Per-template votes ``(n, d)`` and template-averaged scores ``(n, C)``."""
-        emb = self._embed_images(X)
+    def _scores(self, X, on_bad_image="raise"):
+        """Per-template votes ``(n, d)``, template-averaged scores ``(n, C)``
+        and the mask of the images skipped as unreadable (vote -1, uniform
+        scores)."""
+        emb = self._embed_images(X, on_bad_image)
+        unread = np.isnan(emb).any(axis=1)
+        emb[unread] = 0
         device = _module_device(self.model_)
         text = self._text_on(device)
         n_templates, n_classes, _ = text.shape
@@ -693,7 +713,8 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
                     probs = torch.softmax(logits, dim=-1)
                 votes[start : start + rows] = logits.argmax(-1).cpu().numpy()
                 avg[start : start + rows] = probs.mean(1).cpu().numpy()
-        return votes, avg
+        votes[unread], avg[unread] = -1, 1.0 / n_classes
+        return votes, avg, unread
 
     def _candidates(self, votes, avg):
         n, n_classes = avg.shape
@@ -739,8 +760,9 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             0/1 candidate matrix; columns follow ``classes_``.
         """
         check_is_fitted(self, "text_features_")
-        votes, avg = self._scores(X)
+        votes, avg, unread = self._scores(X, getattr(self, "on_bad_image", "raise"))
         Y = self._candidates(votes, avg)
+        Y[unread] = 1  # an image never seen: every class a candidate
         self.votes_ = votes
         self.proba_ = avg / avg.sum(axis=1, keepdims=True)
         self.candidate_stats_ = candidate_stats(Y, y_true=y, classes=self.classes_)
@@ -928,7 +950,7 @@ class VLMPartialAnnotator(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             Rows sum to one; columns follow ``classes_``.
         """
         check_is_fitted(self, "text_features_")
-        _, avg = self._scores(X)
+        _, avg, _ = self._scores(X)
         return avg / avg.sum(axis=1, keepdims=True)
 
     def predict(self, X):

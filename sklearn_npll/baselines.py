@@ -60,6 +60,7 @@ class _OneNetworkClassifier(PartialLabelNet):
         image_size="auto",
         memory_budget=2**31,
         num_workers=None,
+        on_bad_image="raise",
         precision="auto",
         device_store="auto",
         validation_fraction=None,
@@ -87,6 +88,7 @@ class _OneNetworkClassifier(PartialLabelNet):
         self.image_size = image_size
         self.memory_budget = memory_budget
         self.num_workers = num_workers
+        self.on_bad_image = on_bad_image
         self.precision = precision
         self.device_store = device_store
         self.validation_fraction = validation_fraction
@@ -151,6 +153,7 @@ class PRODENClassifier(_OneNetworkClassifier):
     {image_size}
     {memory_budget}
     {num_workers}
+    {on_bad_image}
     {precision}
     {device_store}
     {validation_fraction}
@@ -247,6 +250,7 @@ class CCClassifier(_OneNetworkClassifier):
     {image_size}
     {memory_budget}
     {num_workers}
+    {on_bad_image}
     {precision}
     {device_store}
     {validation_fraction}
@@ -338,6 +342,7 @@ class DistillationClassifier(_OneNetworkClassifier):
     {image_size}
     {memory_budget}
     {num_workers}
+    {on_bad_image}
     {precision}
     {device_store}
     {validation_fraction}
@@ -404,6 +409,7 @@ class DistillationClassifier(_OneNetworkClassifier):
         image_size="auto",
         memory_budget=2**31,
         num_workers=None,
+        on_bad_image="raise",
         precision="auto",
         device_store="auto",
         validation_fraction=None,
@@ -434,6 +440,7 @@ class DistillationClassifier(_OneNetworkClassifier):
         self.image_size = image_size
         self.memory_budget = memory_budget
         self.num_workers = num_workers
+        self.on_bad_image = on_bad_image
         self.precision = precision
         self.device_store = device_store
         self.validation_fraction = validation_fraction

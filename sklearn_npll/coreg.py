@@ -118,6 +118,7 @@ class CoRegClassifier(PartialLabelNet):
     {image_size}
     {memory_budget}
     {num_workers}
+    {on_bad_image}
     {precision}
     {device_store}
     predict_networks : {"both", "first"}, default="both"
@@ -250,6 +251,7 @@ class CoRegClassifier(PartialLabelNet):
         image_size="auto",
         memory_budget=2**31,
         num_workers=None,
+        on_bad_image="raise",
         precision="auto",
         device_store="auto",
         predict_networks="both",
@@ -301,6 +303,7 @@ class CoRegClassifier(PartialLabelNet):
         self.image_size = image_size
         self.memory_budget = memory_budget
         self.num_workers = num_workers
+        self.on_bad_image = on_bad_image
         self.precision = precision
         self.device_store = device_store
         self.predict_networks = predict_networks

@@ -5,7 +5,8 @@ section differs. Regenerate with
     NPLL_UPDATE_RELIABILITY=1 python -m pytest tests/test_reliability.py \
         tests/test_checkpoints.py tests/test_kill_resume.py \
         tests/test_skorch_callbacks.py tests/test_true_warnings.py \
-        tests/test_model_selection.py tests/test_annotator_output.py
+        tests/test_model_selection.py tests/test_annotator_output.py \
+        tests/test_reader.py
 """
 
 import difflib

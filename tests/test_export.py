@@ -4,6 +4,7 @@ the prediction path exported to ONNX and torch.export."""
 import copy
 import json
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -121,3 +122,92 @@ def test_torch_export_matches_predict_proba_on_features(tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(prediction_module(clf)(torch.as_tensor(X))[1].numpy(),
                                    clf.predict_proba(X), atol=1e-5)
+
+
+# ------------------------------------------------ images of another size
+@pytest.fixture(scope="module")
+def trained_at_16():
+    """A model whose probabilities depend on the picture (not near 1/2)."""
+    rng = np.random.RandomState(0)
+    X = rng.randint(0, 200, (48, 16, 16, 3)).astype(np.uint8)
+    y = np.arange(48) % 3
+    for c in range(3):
+        X[y == c, 4:12, 4:12, c] = 255
+    return CCClassifier(max_epochs=8, batch_size=16, lr=0.05, random_state=0).fit(X, y)
+
+
+def _pictures(shape, n=6, seed=3):
+    """Pictures of another size than training, with the classes' signal."""
+    rng = np.random.RandomState(seed)
+    X = rng.randint(0, 200, (n, *shape, 3)).astype(np.uint8)
+    h, w = shape
+    for i in range(n):
+        X[i, h // 4: 3 * h // 4, w // 4: 3 * w // 4, i % 3] = 255
+    return X
+
+
+def _chw(X):
+    return X.transpose(0, 3, 1, 2).astype(np.float32) / 255
+
+
+#: exported model vs predict_proba, images of another size than training
+PARITY_ATOL = 1e-4
+
+
+@pytest.mark.parametrize("size", [(16, 16), (37, 29), (9, 40), (120, 90)])
+def test_covercrop_resizes_as_predict_does(size):
+    from sklearn_npll._data.image_store import fit_to_size
+    from sklearn_npll.export import CoverCrop
+
+    x = torch.rand(3, 3, *size)
+    for target in [(16, 16), (12, 20)]:
+        torch.testing.assert_close(CoverCrop(target)(x), fit_to_size(x, target),
+                                   rtol=0, atol=1e-5)
+
+
+def test_exports_resize_images_of_another_size_as_predict_does(trained_at_16, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    clf = trained_at_16
+    session = onnxruntime.InferenceSession(str(to_onnx(clf, tmp_path / "m.onnx")),
+                                           providers=["CPUExecutionProvider"])
+    module, _ = load_torch_export(to_torch_export(clf, tmp_path / "m.pt2"))
+    spread = []
+    for shape in [(16, 16), (37, 29), (9, 40), (120, 90)]:
+        X = _pictures(shape)
+        expected = clf.predict_proba(X)
+        spread.append(np.ptp(expected))
+        onnx_proba = session.run(None, {"x": _chw(X)})[1]
+        np.testing.assert_allclose(onnx_proba, expected, rtol=0, atol=PARITY_ATOL)
+        torch_proba = module(torch.from_numpy(_chw(X)))[1].numpy()
+        np.testing.assert_allclose(torch_proba, expected, rtol=0, atol=PARITY_ATOL)
+    assert min(spread) > 0.2           # the model reacts to the picture: a real check
+
+
+def test_onnx_on_decoded_png_files_matches_predict_on_the_files(trained_at_16, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    clf = trained_at_16
+    session = onnxruntime.InferenceSession(str(to_onnx(clf, tmp_path / "m.onnx")),
+                                           providers=["CPUExecutionProvider"])
+    X = _pictures((45, 60))
+    paths = []
+    for i, picture in enumerate(X):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(picture).save(paths[-1])
+    decoded = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    np.testing.assert_allclose(session.run(None, {"x": _chw(decoded)})[1],
+                               clf.predict_proba(paths), rtol=0, atol=PARITY_ATOL)
+
+
+def test_export_prints_no_tracer_warning_and_loads_for_inference(trained_at_16, tmp_path):
+    pytest.importorskip("onnx")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        to_onnx(trained_at_16, tmp_path / "m.onnx")
+        to_torch_export(trained_at_16, tmp_path / "m.pt2")
+    assert [str(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning)] \
+        == []
+    module, _ = load_torch_export(tmp_path / "m.pt2")
+    logits, proba = module(torch.rand(2, 3, 20, 24))
+    assert not logits.requires_grad and not proba.requires_grad

@@ -20,7 +20,15 @@ Size policy (``image_size``):
 
 Colour modes: if every image is grey (PIL modes "1", "L", "LA", "I", "F", ...)
 the store has one channel ("L"); otherwise every image is converted to RGB
-(alpha is dropped, palettes are expanded).
+(alpha is dropped, palettes are expanded). Every image is read by
+:mod:`~sklearn_npll._data.reader`: upright (EXIF orientation applied) and
+16-bit or float images rescaled to 8 bits.
+
+Unreadable images: the header pass and the decode pass (in the DataLoader
+workers) record each failure with its index and reason instead of stopping
+at the first; one :class:`~sklearn_npll._data.reader.ImageReadError` then
+lists them all, or, with ``on_bad_image="skip"``, one warning does and the
+store holds the readable images only (``data.source_mask`` says which).
 """
 
 import math
@@ -33,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .annotated import AnnotatedImages
 from .inputs import GREY_MODES, InputData, TensorData, as_input_data, is_pil_image
+from .reader import ImageReadError, oriented_size, read_header, read_image, report_unreadable
 
 __all__ = ["load_images", "AUTO_SIZE_CAP", "DEFAULT_MEMORY_BUDGET", "check_image_size"]
 
@@ -116,21 +125,16 @@ def _pil_to_chw(img):
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
-def _file_error(path, i, exc):
-    return ValueError(
-        f"Could not read image file {path!r} (sample {i}): {type(exc).__name__}: {exc}. "
-        "Check that the file exists and is an image PIL can open.")
-
-
-def _read_header(path, i):
-    """(height, width) and PIL mode of an image file, without decoding it."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return (im.size[1], im.size[0]), im.mode
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise _file_error(path, i, exc) from exc
+def _read_headers(paths):
+    """``(headers, failures)``: ``{index: (upright (h, w), mode)}`` of the
+    files that open, ``[(index, name, reason)]`` of those that do not."""
+    headers, failures = {}, []
+    for i, path in enumerate(paths):
+        try:
+            headers[i] = read_header(path)
+        except ImageReadError as exc:
+            failures.append((i, repr(path), str(exc)))
+    return headers, failures
 
 
 # --------------------------------------------------------------------------
@@ -139,26 +143,24 @@ def _read_header(path, i):
 
 
 class _FileDecoder:
-    def __init__(self, paths, mode, size):
-        self.paths, self.mode, self.size = paths, mode, size
+    """Files decoded by the shared reader, JPEGs in draft mode when they are
+    larger than the target, then fitted to ``size``."""
+
+    def __init__(self, paths, sizes, mode, size):
+        self.paths, self.sizes, self.mode, self.size = paths, sizes, mode, size
 
     def __len__(self):
         return len(self.paths)
 
-    def __getitem__(self, i):
-        from PIL import Image
+    def name(self, i):
+        return repr(self.paths[i])
 
-        path = self.paths[i]
-        try:
-            with Image.open(path) as im:
-                if self.size is not None and (im.size[1], im.size[0]) != self.size:
-                    h, w = cover_size((im.size[1], im.size[0]), self.size)
-                    # JPEG only: decode at the smallest 1/2, 1/4 or 1/8 scale
-                    # that still covers the target (a no-op for other formats)
-                    im.draft(self.mode, (w, h))
-                im = im.convert(self.mode)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise _file_error(path, i, exc) from exc
+    def __getitem__(self, i):
+        draft = None
+        if self.size is not None and tuple(self.sizes[i]) != tuple(self.size):
+            draft = cover_size(self.sizes[i], self.size)
+        # the header pass gave Pillow's decompression-bomb warning already
+        im = read_image(self.paths[i], self.mode, draft=draft, warn_bomb=False)
         if self.size is not None:
             im = fit_to_size(im, self.size)
         return _pil_to_chw(im)
@@ -171,8 +173,11 @@ class _PILDecoder:
     def __len__(self):
         return len(self.images)
 
+    def name(self, i):
+        return "PIL image"
+
     def __getitem__(self, i):
-        im = self.images[i].convert(self.mode)
+        im = read_image(self.images[i], self.mode)
         if self.size is not None:
             im = fit_to_size(im, self.size)
         return _pil_to_chw(im)
@@ -188,6 +193,9 @@ class _DatasetDecoder:
 
     def __len__(self):
         return len(self.source)
+
+    def name(self, i):
+        return f"dataset item {i}"
 
     def __getitem__(self, i):
         x = self.source._load(i)
@@ -207,6 +215,10 @@ class _DatasetDecoder:
 
 
 class _Indexed(Dataset):
+    """``(i, sample, None)``, or ``(i, None, reason)`` for a sample that
+    cannot be decoded: a worker records the failure rather than raising it
+    (the DataLoader would bury it under a worker traceback and stop there)."""
+
     def __init__(self, decode):
         self.decode = decode
 
@@ -214,11 +226,19 @@ class _Indexed(Dataset):
         return len(self.decode)
 
     def __getitem__(self, i):
-        return i, self.decode[i]
+        try:
+            return i, self.decode[i], None
+        except Exception as exc:  # this sample's failure, reported after the pass
+            if isinstance(exc, ImageReadError):
+                return i, None, str(exc)
+            return i, None, f"{type(exc).__name__}: {exc}"
 
 
 def _collate(items):
-    return torch.tensor([i for i, _ in items]), torch.stack([x for _, x in items])
+    good = [(i, x) for i, x, reason in items if reason is None]
+    failed = [(i, reason) for i, _, reason in items if reason is not None]
+    batch = torch.stack([x for _, x in good]) if good else None
+    return torch.tensor([i for i, _ in good], dtype=torch.long), batch, failed
 
 
 def _n_workers(num_workers, n):
@@ -251,7 +271,10 @@ def decode_into_store(decode, sample_shape, dtype, *, memory_budget=DEFAULT_MEMO
     -------
     data : TensorData
         Its tensor is a view of ``data.store`` (a numpy array, or a
-        ``np.memmap`` with ``data.on_disk`` True).
+        ``np.memmap`` with ``data.on_disk`` True); the rows of samples that
+        failed are left unset.
+    failures : list of (int, str, str)
+        ``(index, name, reason)`` of each sample that could not be decoded.
     """
     n = len(decode)
     np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
@@ -266,11 +289,40 @@ def decode_into_store(decode, sample_shape, dtype, *, memory_budget=DEFAULT_MEMO
     workers = _n_workers(num_workers, n)
     loader = DataLoader(_Indexed(decode), batch_size=_DECODE_BATCH, num_workers=workers,
                         collate_fn=_collate)
-    for idx, batch in loader:
-        store[idx.numpy()] = batch.numpy()
+    failures = []
+    name = getattr(decode, "name", lambda i: f"item {i}")
+    for idx, batch, failed in loader:
+        if batch is not None:
+            store[idx.numpy()] = batch.numpy()
+        failures += [(i, name(i), reason) for i, reason in failed]
     data = TensorData(torch.from_numpy(store), kind=kind)
     data.store, data.on_disk = store, on_disk
-    return data
+    return data, failures
+
+
+def _keep_readable(decoded, rows_to_x, n_total, on_bad_image, what, earlier=()):
+    """The store of the samples that could be read: every failure (those of
+    the header pass, ``earlier``, and those of the decode) reported at once
+    (:func:`~sklearn_npll._data.reader.report_unreadable`), then, when some
+    are skipped, the store's rows moved up over theirs in place."""
+    data, failures = decoded
+    rows_to_x = np.asarray(rows_to_x, dtype=np.int64)
+    failures = list(earlier) + [(int(rows_to_x[r]), name, reason)
+                                for r, name, reason in failures]
+    kept = report_unreadable(failures, n_total, on_bad_image, what)
+    if len(kept) == n_total:
+        return data
+    rows = np.flatnonzero(np.isin(rows_to_x, kept))
+    store = data.store
+    # rows[j] >= j: each chunk reads rows no earlier chunk has overwritten
+    for start in range(0, len(rows), _DECODE_BATCH * 8):
+        chunk = rows[start:start + _DECODE_BATCH * 8]
+        store[start:start + len(chunk)] = store[chunk]
+    store = store[:len(rows)]
+    out = TensorData(torch.from_numpy(store), kind=data.kind)
+    out.store, out.on_disk = store, data.on_disk
+    out.source_mask = np.isin(np.arange(n_total), kept)
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -306,7 +358,7 @@ def _resolve(image_size, sizes, verbose, what):
 
 
 def load_images(X, image_size="auto", *, mode=None, memory_budget=DEFAULT_MEMORY_BUDGET,
-                num_workers=None, verbose=0):
+                num_workers=None, verbose=0, on_bad_image="raise"):
     """Read any supported input into an :class:`InputData`, images at one size.
 
     File paths, lists of PIL images and torch datasets are decoded once into a
@@ -330,6 +382,11 @@ def load_images(X, image_size="auto", *, mode=None, memory_budget=DEFAULT_MEMORY
         Decode workers, as in :func:`decode_into_store`.
     verbose : int
         1 or more reports a resize chosen by ``"auto"``.
+    on_bad_image : {"raise", "skip"}, default="raise"
+        What to do with files, PIL images or dataset items that cannot be
+        read: one error listing them all, or one warning listing them all
+        and a store without them (``data.source_mask`` then marks the
+        samples of ``X`` kept).
 
     Returns
     -------
@@ -340,29 +397,15 @@ def load_images(X, image_size="auto", *, mode=None, memory_budget=DEFAULT_MEMORY
     if isinstance(X, AnnotatedImages):
         X = X.images
     image_size = check_image_size(image_size)
-    store = dict(memory_budget=memory_budget, num_workers=num_workers)
+    options = dict(memory_budget=memory_budget, num_workers=num_workers, verbose=verbose,
+                   on_bad_image=on_bad_image)
     if isinstance(X, (list, tuple)) and len(X) and all(is_pil_image(x) for x in X):
-        sizes = [(im.size[1], im.size[0]) for im in X]
-        size = _resolve(image_size, sizes, verbose, "images")
-        size = size or sizes[0]
-        mode = mode or ("L" if all(im.mode in GREY_MODES for im in X) else "RGB")
-        data = decode_into_store(_PILDecoder(list(X), mode, size),
-                                 (1 if mode == "L" else 3, *size), torch.uint8, **store)
-        return data, size
+        return _load_pil(list(X), image_size, mode, **options)
     if isinstance(X, (list, tuple)) and len(X) and all(
             isinstance(x, (str, os.PathLike)) for x in X):
-        paths = [os.fspath(p) for p in X]
-        headers = [_read_header(p, i) for i, p in enumerate(paths)]
-        sizes = [size for size, _ in headers]
-        size = _resolve(image_size, sizes, verbose, "image files")
-        if size is None:
-            size = sizes[0]
-        mode = mode or ("L" if all(m in GREY_MODES for _, m in headers) else "RGB")
-        data = decode_into_store(_FileDecoder(paths, mode, size),
-                                 (1 if mode == "L" else 3, *size), torch.uint8, **store)
-        return data, size
+        return _load_files([os.fspath(p) for p in X], image_size, mode, **options)
     if isinstance(X, Dataset) and not isinstance(X, InputData):
-        return _load_dataset(X, image_size, mode, verbose, store)
+        return _load_dataset(X, image_size, mode, **options)
     data = as_input_data(X)
     if data.kind != "images":
         return data, None
@@ -372,29 +415,66 @@ def load_images(X, image_size="auto", *, mode=None, memory_budget=DEFAULT_MEMORY
     return _resize_tensor_data(data, tuple(image_size)), tuple(image_size)
 
 
-def _load_dataset(dataset, image_size, mode, verbose, store):
+def _load_pil(images, image_size, mode, *, verbose, on_bad_image, **store):
+    sizes = [oriented_size(im) for im in images]
+    size = _resolve(image_size, sizes, verbose, "images") or sizes[0]
+    mode = mode or ("L" if all(im.mode in GREY_MODES for im in images) else "RGB")
+    decoded = decode_into_store(_PILDecoder(images, mode, size),
+                                (1 if mode == "L" else 3, *size), torch.uint8, **store)
+    return _keep_readable(decoded, np.arange(len(images)), len(images), on_bad_image,
+                          "images"), size
+
+
+def _load_files(paths, image_size, mode, *, verbose, on_bad_image, **store):
+    headers, failures = _read_headers(paths)
+    if not headers:  # nothing readable: no size to resolve
+        report_unreadable(failures, len(paths), on_bad_image, "image files")
+    readable = sorted(headers)
+    sizes = [headers[i][0] for i in readable]
+    size = _resolve(image_size, sizes, verbose, "image files") or sizes[0]
+    mode = mode or ("L" if all(headers[i][1] in GREY_MODES for i in readable) else "RGB")
+    decode = _FileDecoder([paths[i] for i in readable], sizes, mode, size)
+    decoded = decode_into_store(decode, (1 if mode == "L" else 3, *size), torch.uint8,
+                                **store)
+    return _keep_readable(decoded, readable, len(paths), on_bad_image, "image files",
+                          earlier=failures), size
+
+
+def _sample_sizes(dataset, probe):
+    """Sizes and colour (all grey?) of the first items, which decide the
+    "auto" size and the mode; an item that fails here fails again, and is
+    reported, in the decode pass."""
+    sizes, grey = [], True
+    for i in range(min(len(dataset), DATASET_SIZE_SAMPLE)):
+        try:
+            item = dataset[i]
+            item = item[0] if isinstance(item, (tuple, list)) and item else item
+            if is_pil_image(item):
+                sizes.append(oriented_size(item))
+                grey &= item.mode in GREY_MODES
+            else:
+                x = probe._load(i)
+                sizes.append(tuple(x.shape[1:]))
+                grey &= x.shape[0] == 1
+        except Exception:  # noqa: BLE001 (reported by the decode pass)
+            continue
+    return sizes, grey
+
+
+def _load_dataset(dataset, image_size, mode, *, verbose, on_bad_image, **store):
     from .inputs import DatasetImages
 
     probe = DatasetImages(dataset)  # loads item 0: shape, dtype, grey or colour
+    every = np.arange(len(dataset))
     if probe.kind != "images":
         decode = _DatasetDecoder(probe, None, None, probe.dtype)
-        return decode_into_store(decode, probe.sample_shape, probe.dtype, kind="features",
-                                 **store), None
-    # sizes and colour of the first items decide the "auto" size and the mode
-    sizes, grey = [], True
-    for i in range(min(len(dataset), DATASET_SIZE_SAMPLE)):
-        item = dataset[i]
-        item = item[0] if isinstance(item, (tuple, list)) and item else item
-        if is_pil_image(item):
-            sizes.append((item.size[1], item.size[0]))
-            grey &= item.mode in GREY_MODES
-        else:
-            x = probe._load(i)
-            sizes.append(tuple(x.shape[1:]))
-            grey &= x.shape[0] == 1
+        decoded = decode_into_store(decode, probe.sample_shape, probe.dtype,
+                                    kind="features", **store)
+        return _keep_readable(decoded, every, len(every), on_bad_image, "items"), None
+    sizes, grey = _sample_sizes(dataset, probe)
     size = _resolve(image_size, sizes, verbose, "dataset images")
     if size is None:
-        # one size required: items of another size raise, naming their index
+        # one size required: items of another size fail, naming their index
         decode, size, shape = probe, sizes[0], probe.sample_shape
     else:
         mode = mode or ("L" if grey else "RGB")
@@ -402,7 +482,8 @@ def _load_dataset(dataset, image_size, mode, verbose, store):
         channels = 1 if mode == "L" else 3
         decode = _DatasetDecoder(probe, size, channels, probe.dtype)
         shape = (channels, *size)
-    return decode_into_store(decode, shape, probe.dtype, **store), size
+    decoded = decode_into_store(decode, shape, probe.dtype, **store)
+    return _keep_readable(decoded, every, len(every), on_bad_image, "dataset items"), size
 
 
 def _resize_tensor_data(data, size):

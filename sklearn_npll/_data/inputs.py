@@ -16,13 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .reader import GREY_MODES, to_library_mode
+
 __all__ = ["GREY_MODES", "DatasetImages", "InputData", "TensorData", "as_input_data",
            "is_pil_image"]
-
-# PIL modes read as one grey channel; every other mode is converted to RGB.
-GREY_MODES = frozenset(
-    {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-)
 
 _SHAPE_HELP = (
     "Pass images as (N, H, W), (N, H, W, C) or (N, C, H, W) with C in (1, 3), "
@@ -95,6 +92,10 @@ class InputData(Dataset):
     dtype : torch.dtype
         ``torch.uint8`` for images given as uint8 arrays, PIL images or files
         (values 0..255); ``torch.float32`` otherwise (images in [0, 1]).
+    source_mask : ndarray of bool or None
+        One entry per sample of the user's ``X``, True for those held, when
+        some could not be read and were left out (``on_bad_image="skip"``);
+        None when every sample of ``X`` is held, in order.
 
     Examples
     --------
@@ -108,6 +109,7 @@ class InputData(Dataset):
     kind = "images"
     sample_shape = ()
     dtype = torch.uint8
+    source_mask = None
 
     def __len__(self):
         raise NotImplementedError
@@ -453,7 +455,7 @@ def _images_to_tensor(arr, where="X"):
 
 
 def _pil_to_tensor(img, mode):
-    arr = np.asarray(img.convert(mode), dtype=np.uint8)
+    arr = np.asarray(to_library_mode(img, mode), dtype=np.uint8)
     if arr.ndim == 2:
         return torch.from_numpy(arr.copy()).unsqueeze(0)
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())

@@ -111,6 +111,7 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
                        tuple, list],
         "memory_budget": [None, Interval(Integral, 0, None, closed="left")],
         "num_workers": [None, Interval(Integral, -1, None, closed="left")],
+        "on_bad_image": [StrOptions({"raise", "skip"})],
         "precision": [StrOptions({"auto", "fp32", "bf16", "fp16"})],
         "device_store": ["boolean", StrOptions({"auto"})],
     }

@@ -144,9 +144,21 @@ def _place_store(est, ctx):
                             for net in est.training_networks())
 
 
+def _rows_kept(values, data):
+    """A per-sample fit argument (``verified``, ``soft_targets``) for the
+    samples ``data`` holds (unreadable images skipped at loading)."""
+    kept = getattr(data, "source_mask", None)
+    if values is None or kept is None or len(values) != len(kept):
+        return values  # nothing skipped, or of another length: the method's checks say so
+    if isinstance(values, torch.Tensor):
+        return values[torch.from_numpy(kept).to(values.device)]
+    return np.asarray(values)[kept]
+
+
 def make_context(est, data, Y, verified=None, soft_targets=None):
     """The :class:`FitContext` of a fit of ``est`` on ``data`` and the 0/1
     candidate matrix ``Y``, with its trainer."""
+    verified, soft_targets = _rows_kept(verified, data), _rows_kept(soft_targets, data)
     device = torch.device(est.device_)
     generator, rng = _generators(est)
     ctx = FitContext(data=data, Y=torch.as_tensor(Y, dtype=torch.float32, device=device),

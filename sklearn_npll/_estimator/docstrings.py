@@ -73,6 +73,16 @@ num_workers : int or None, default=None
     ``num_workers``; large JPEGs decode at reduced scale). None: one per
     core, up to 8, for 256 images or more, otherwise none; -1: one per core;
     0: the main process.""",
+    "on_bad_image": """\
+on_bad_image : {"raise", "skip"}, default="raise"
+    Image files, PIL images or dataset items that cannot be read at ``fit``
+    (missing, damaged, not an image, over Pillow's
+    ``PIL.Image.MAX_IMAGE_PIXELS``) are all found in one pass. "raise": one
+    ``ValueError`` names every one with its index and reason. "skip": one
+    warning names them, and they are left out of training together with
+    their rows of ``y`` (candidate sets, verified flags, the teacher's
+    probabilities). ``predict`` and ``score`` always raise: they answer for
+    every sample.""",
     "precision": """\
 precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
     Arithmetic of the forward passes (``torch.autocast``). "auto" is "fp32"

@@ -113,7 +113,7 @@ def check_class_coverage(Y, classes):
 
 
 
-def check_X(est, X, reset):
+def check_X(est, X, reset, on_bad_image="raise"):
     if isinstance(X, (list, tuple)) and len(X) == 0 or (
             isinstance(X, np.ndarray) and X.ndim == 1 and X.size == 0):
         raise ValueError("X is empty (0 samples); pass at least one sample.")
@@ -133,7 +133,7 @@ def check_X(est, X, reset):
         X = validate_data(est, X, reset=reset, dtype=np.float32)
         data = as_input_data(X)
     else:
-        data = _load_images(est, X, reset)
+        data = _load_images(est, X, reset, on_bad_image)
         if data.kind == "features":
             if reset:
                 est.n_features_in_ = data.sample_shape[0]
@@ -147,7 +147,7 @@ def check_X(est, X, reset):
             f"fitted on samples of shape {tuple(est.sample_shape_)}.")
     return data
 
-def _load_images(est, X, reset):
+def _load_images(est, X, reset, on_bad_image):
     """Read X, decoding files, PIL images and datasets once into a store at
     the training size (``image_size_``, resolved at fit, applied later)."""
     if reset:
@@ -158,10 +158,27 @@ def _load_images(est, X, reset):
         mode = {1: "L", 3: "RGB"}.get(channels)
     data, resolved = load_images(X, size, mode=mode, memory_budget=est.memory_budget,
                                  num_workers=est.num_workers,
-                                 verbose=est.verbose if reset else 0)
+                                 verbose=est.verbose if reset else 0,
+                                 on_bad_image=on_bad_image)
     if reset:
         est.image_size_ = resolved
     return data
+
+
+def _rows_kept(y, data):
+    """The rows of ``y`` of the samples ``data`` holds: all of them, or,
+    when unreadable images were skipped, those ``data.source_mask`` marks."""
+    kept = data.source_mask
+    if kept is None:
+        return y
+    if len(y) != len(kept):
+        raise ValueError(
+            f"The candidate sets have {len(y)} rows but X has {len(kept)} samples; give one "
+            "candidate set per sample.")
+    if isinstance(y, np.ndarray):
+        return y[kept]
+    return [row for row, keep in zip(y, kept) if keep]
+
 
 def check_partial_fit_classes(est, classes):
     """The ``classes`` argument of ``partial_fit``: None, or the class names,
@@ -227,7 +244,8 @@ def check_training_data(est, X, y, reset=True, classes=None):
         for attr in ("n_features_in_", "feature_names_in_"):
             if hasattr(est, attr):
                 delattr(est, attr)
-    data = check_X(est, X, reset=reset)
+    data = check_X(est, X, reset=reset, on_bad_image=getattr(est, "on_bad_image", "raise"))
+    y = _rows_kept(y, data)
     if len(data) < 2:
         raise ValueError(
             f"{type(est).__name__} needs at least 2 samples to train (batch norm and "

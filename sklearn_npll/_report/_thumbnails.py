@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .._data.inputs import as_input_data
+from .._data.reader import ImageReadError, read_image, to_library_mode
 
 # images smaller than this are stored as PNG and drawn with sharp pixels
 SMALL = 64
@@ -36,7 +37,7 @@ def thumbnails(images, indices, size=128):
             isinstance(x, (str, os.PathLike)) for x in images):
         return {i: _from_file(images[i], size) for i in indices}
     if isinstance(images, (list, tuple)) and images and all(_is_pil(x) for x in images):
-        return {i: _encode(images[i], size, f"image {i}", f"image {i}") for i in indices}
+        return {i: _from_pil(images[i], size, f"image {i}") for i in indices}
     data = as_input_data(images)
     if data.kind != "images":
         return None
@@ -64,23 +65,29 @@ def _to_pil(chw):
     return Image.fromarray(np.ascontiguousarray(chw[:3].transpose(1, 2, 0)), mode="RGB")
 
 
-def _from_file(path, size):
-    from PIL import Image, ImageOps
+def _from_pil(image, size, name):
+    try:
+        return _encode(to_library_mode(image), size, name, name)
+    except ImageReadError as exc:
+        return Thumbnail(None, name, f"{name} could not be read: {exc}")
 
+
+def _from_file(path, size):
     path = os.fspath(path)
     name = os.path.basename(path)
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
-            im = ImageOps.exif_transpose(im)
-            return _encode(im, size, name, path)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return Thumbnail(None, name, f"{path} could not be read")
+        # read as the classifier reads it (upright, 16-bit rescaled); JPEGs
+        # at a reduced scale
+        image = read_image(path, draft=(size, size))
+    except ImageReadError as exc:
+        return Thumbnail(None, name, f"{path} could not be read: {exc}")
+    return _encode(image, size, name, path)
 
 
 def _encode(image, size, name, title):
-    """A PNG (small images, sharp pixels) or JPEG data URI of ``image``."""
-    image = image.convert("RGB") if image.mode not in ("L", "RGB") else image.copy()
+    """A PNG (small images, sharp pixels) or JPEG data URI of ``image`` (an
+    "L" or "RGB" image)."""
+    image = image.copy()
     small = max(image.size) < SMALL
     image.thumbnail((size, size))
     buffer = io.BytesIO()

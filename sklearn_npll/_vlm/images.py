@@ -5,10 +5,19 @@ of a file's bytes for file paths (so a cached re-run reads and hashes the
 files but never decodes them), the digest of the RGB pixels and shape for
 arrays and PIL images. Only the cache misses are decoded and preprocessed
 (:func:`embed_images`, which also overlaps preprocessing with encoding).
+
+Images are read by the library's one reader
+(:mod:`sklearn_npll._data.reader`), as the classifiers read them: upright
+(EXIF orientation applied), 16-bit and float images rescaled to 8 bits. A
+file's key is a digest of its bytes, which a change of the reader does not
+change: it also holds :data:`~sklearn_npll._data.reader.READER_VERSION`, so
+that embeddings cached from pixels an older reader decoded (a photo on its
+side, a blank 16-bit scan) are computed again rather than reused. An image
+that cannot be read (a missing or damaged file) is recorded with its index
+and reason; they are reported together once every image was tried.
 """
 
 import collections
-import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,8 +25,14 @@ import numpy as np
 import torch
 
 from .._data.annotated import AnnotatedImages
-from .._digest import digest
 from .._data.inputs import as_input_data, is_pil_image
+from .._data.reader import (READER_VERSION, ImageReadError, read_failure, read_image,
+                            report_unreadable, to_library_mode)
+from .._digest import digest
+
+
+#: What on_bad_image="skip" does with an unreadable image, for messages.
+SKIPPED = "they are annotated as unlabeled, every class a candidate"
 
 
 def pixels_key(img):
@@ -27,13 +42,15 @@ def pixels_key(img):
 
 
 def file_key(data, draft=None):
-    """Content key of an image file: digest of its bytes (and of the draft size).
+    """Content key of an image file: digest of its bytes, of the reader's
+    version and of the draft size.
 
     A JPEG decoded in draft mode (:func:`draft_size`) has slightly different
-    pixels from a full decode, so its embedding is cached under its own key.
+    pixels from a full decode, so its embedding is cached under its own key;
+    so has a file decoded by another version of the reader.
     """
-    prefix = b"file:" if draft is None else f"file:draft{draft}:".encode()
-    return digest(prefix, data)
+    prefix = f"file:reader{READER_VERSION}:" + ("" if draft is None else f"draft{draft}:")
+    return digest(prefix.encode(), data)
 
 
 def draft_size(preprocess):
@@ -77,26 +94,18 @@ class _EncodedFile:
         self.path, self.index, self.data, self.draft = path, index, data, draft
 
     def to_pil(self):
-        from PIL import Image
-
-        try:
-            with Image.open(io.BytesIO(self.data)) as im:
-                if self.draft is not None and im.format == "JPEG":
-                    # decodes at 1/2, 1/4 or 1/8 scale, keeping both sides >= draft
-                    im.draft("RGB", (self.draft, self.draft))
-                im.load()
-                # convert() copies even an RGB image: skip it when not needed
-                return im if im.mode == "RGB" else im.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise _read_error(self.path, self.index, exc) from exc
+        # JPEG: decoded at 1/2, 1/4 or 1/8 scale, keeping both sides >= draft
+        draft = None if self.draft is None else (self.draft, self.draft)
+        return read_image(self.data, "RGB", draft=draft, name=repr(self.path))
 
 
-def _read_error(path, index, exc):
-    return ValueError(
-        f"Could not read image file {path!r} (sample {index}): "
-        f"{type(exc).__name__}: {exc}. Check that the file exists and is "
-        "an image PIL can open."
-    )
+class _Unreadable:
+    """The payload of an image that could not be read: its name and reason."""
+
+    __slots__ = ("name", "reason")
+
+    def __init__(self, name, reason):
+        self.name, self.reason = name, reason
 
 
 class ImageSource:
@@ -135,15 +144,20 @@ class ImageSource:
         return len(self.items) if self.items is not None else len(self.data)
 
     def _keyed(self, i):
+        """``(key, payload)`` of item ``i``; ``(None, _Unreadable)`` when it
+        cannot be read."""
         item = self.items[i]
         if self.kind == "pil":
-            img = np.asarray(item.convert("RGB"), dtype=np.uint8)
+            try:
+                img = np.asarray(to_library_mode(item, "RGB"), dtype=np.uint8)
+            except ImageReadError as exc:
+                return None, _Unreadable("PIL image", str(exc))
             return pixels_key(img), img
         try:
             with open(item, "rb") as f:
                 data = f.read()
         except OSError as exc:
-            raise _read_error(item, i, exc) from exc
+            return None, _Unreadable(repr(item), str(read_failure(exc)))
         return file_key(data, self.draft), _EncodedFile(item, i, data, self.draft)
 
     def chunk(self, start, stop, mapper=map):
@@ -194,6 +208,7 @@ class _EmbeddingRun:
         self.memory, self.disk = memory, disk
         self.batch_size, self.workers = batch_size, workers
         self.out = None
+        self.failures = []  # (index, name, reason) of the images not read
         self.pending = {}
         self.waiting = {}
         self.inflight = collections.deque()
@@ -241,6 +256,9 @@ class _EmbeddingRun:
         misses = []
         for offset, (key, payload) in enumerate(source.chunk(start, stop, self.map)):
             i = start + offset
+            if key is None:
+                self.failures.append((i, payload.name, payload.reason))
+                continue
             vec = self.memory.get(key)
             if vec is None and self.disk is not None:
                 vec = self.disk.lookup(key, self.memory)
@@ -255,12 +273,25 @@ class _EmbeddingRun:
                 misses.append((key, payload))
         return misses
 
+    def _decode(self, payload):
+        """The preprocessed tensor of a payload, or :class:`_Unreadable`."""
+        try:
+            image = to_pil(payload)
+        except ImageReadError as exc:
+            return _Unreadable(repr(payload.path), str(exc))
+        return self.preprocess(image)
+
     def _preprocess(self, misses):
-        """Decode and preprocess the misses (in the pool) into their pending entries."""
-        tensors = self.map(lambda payload: self.preprocess(to_pil(payload)),
-                           [payload for _, payload in misses])
+        """Decode and preprocess the misses (in the pool) into their pending
+        entries; a key whose image cannot be read leaves the queue, its
+        indices recorded as failures."""
+        tensors = self.map(self._decode, [payload for _, payload in misses])
         for (key, _), tensor in zip(misses, tensors):
-            self.pending[key][0] = tensor
+            if isinstance(tensor, _Unreadable):
+                self.failures += [(i, tensor.name, tensor.reason)
+                                  for i in self.pending.pop(key)[1]]
+            else:
+                self.pending[key][0] = tensor
 
     def _submit(self):
         """Start encoding a batch of pending keys, then finish the one before."""
@@ -288,7 +319,7 @@ class _EmbeddingRun:
 
 
 def embed_images(source, encode, preprocess, memory, disk=None, batch_size=256, workers=1,
-                 verbose=False):
+                 verbose=False, on_bad_image="raise"):
     """Normalised embeddings ``(n, dim)`` float32 of an :class:`ImageSource`, through caches.
 
     Images are keyed (files by their bytes, arrays by their pixels) and
@@ -299,6 +330,11 @@ def embed_images(source, encode, preprocess, memory, disk=None, batch_size=256, 
     (float batch -> normalised numpy embeddings) in one model thread, so
     preprocessing the next chunk overlaps with encoding. Duplicates are
     encoded once.
+
+    Images that cannot be read are reported together at the end
+    (:func:`~sklearn_npll._data.reader.report_unreadable`): one error with
+    ``on_bad_image="raise"``; with ``"skip"`` one warning, and their rows
+    of the result are NaN.
     """
     from tqdm.auto import tqdm
 
@@ -313,4 +349,8 @@ def embed_images(source, encode, preprocess, memory, disk=None, batch_size=256, 
             run.drain()
     finally:
         run.close()
+    if run.failures:
+        report_unreadable(run.failures, n, on_bad_image, "images",
+                          skipped=SKIPPED)
+        run.out[[i for i, _, _ in run.failures]] = np.nan
     return run.out

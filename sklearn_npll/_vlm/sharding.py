@@ -2,11 +2,15 @@
 workers of joblib's current backend (Dask, Ray, loky), one model per worker
 process, results concatenated in order."""
 
+import warnings
+
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs, hash as joblib_hash
 from sklearn.base import clone
 
 from .._data.annotated import AnnotatedImages
+from .._data.reader import ImageReadError, UnreadableImagesWarning, report_unreadable
+from .images import SKIPPED
 
 __all__ = ["annotate_sharded"]
 
@@ -23,10 +27,24 @@ def _worker_annotator(annotator, key):
     return fitted
 
 
-def _annotate_shard(annotator, key, images):
+def _annotate_shard(annotator, key, images, offset):
+    """``(annotation or None, failures)`` of one shard: its unreadable
+    images indexed in the whole ``X``, for one report in the caller (a
+    worker's error or warning would name shard positions, or be lost)."""
     fitted = _worker_annotator(annotator, key)
-    candidates = fitted.annotate(images)
-    return candidates, fitted.votes_, fitted.classes_, fitted.proba_
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnreadableImagesWarning)
+        try:
+            candidates = fitted.annotate(images)
+        except ImageReadError as exc:
+            return None, [(i + offset, name, why) for i, name, why in exc.failures]
+    failures = []
+    for w in caught:
+        if isinstance(w.message, UnreadableImagesWarning):
+            failures += [(i + offset, name, why) for i, name, why in w.message.failures]
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return (candidates, fitted.votes_, fitted.classes_, fitted.proba_), failures
 
 
 def _shards(n, n_shards):
@@ -69,7 +87,8 @@ def annotate_sharded(annotator, X, *, n_shards=None, n_jobs=-1):
     annotated : AnnotatedImages
         ``images`` (``X``), ``candidates``, ``classes``, ``votes`` and
         ``proba``, equal to ``annotator.fit().transform(X)`` in a single
-        process.
+        process. Unreadable images of every shard are reported together,
+        indexed in ``X``, as the annotator's ``on_bad_image`` says.
 
     Examples
     --------
@@ -88,8 +107,13 @@ def annotate_sharded(annotator, X, *, n_shards=None, n_jobs=-1):
     if n_shards is None:
         n_shards = 4 * max(1, effective_n_jobs(n_jobs))
     shards = _shards(n, min(int(n_shards), n))
-    results = Parallel(n_jobs=n_jobs)(
-        delayed(_annotate_shard)(template, key, X[a:b]) for a, b in shards)
+    done = Parallel(n_jobs=n_jobs)(
+        delayed(_annotate_shard)(template, key, X[a:b], a) for a, b in shards)
+    failures = [failure for _, found in done for failure in found]
+    if failures:  # every shard's, with indices in X
+        report_unreadable(failures, n, "raise" if any(r is None for r, _ in done) else "skip",
+                          "images", skipped=SKIPPED)
+    results = [r for r, _ in done]
     candidates = np.concatenate([r[0] for r in results])
     votes = np.concatenate([r[1] for r in results])
     proba = np.concatenate([r[3] for r in results])

@@ -42,6 +42,7 @@ from ._callbacks import CosineLR
 from ._candidates import check_candidates
 from ._image_store import check_image_size, load_images
 from ._inputs import AnnotatedImages, InputData, TensorData, _is_pil_image, as_input_data
+from ._reproducibility import with_fixed_threads
 from .metrics import covering_rate
 
 __all__ = ["PartialLabelNet"]
@@ -675,6 +676,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
         return data, Y, classes
 
     # ------------------------------------------------------------------- fit
+    @with_fixed_threads
     def fit(self, X, y=None):
         """Fit both the networks from candidate sets.
 
@@ -711,6 +713,7 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
                 "longer, or call partial_fit for one more epoch.", UserWarning)
         return self._train(X, y, epochs=None)
 
+    @with_fixed_threads
     def partial_fit(self, X, y=None, classes=None):
         """Train one more epoch, as skorch's ``partial_fit`` with ``max_epochs=1``.
 
@@ -1197,7 +1200,8 @@ class PartialLabelNet(ClassifierMixin, NeuralNet):
     # ------------------------------------------------- checkpoints, pickling
     # what the networks are built from and predict needs, besides weights
     _fitted_meta = ("classes_", "sample_shape_", "image_size_", "input_mean_", "input_std_",
-                    "n_train_samples_", "n_features_in_", "feature_names_in_", "_seed_")
+                    "n_train_samples_", "n_features_in_", "feature_names_in_", "_seed_",
+                    "n_threads_")
 
     def save_params(self, f_params=None, f_optimizer=None, f_criterion=None, f_history=None,
                     use_safetensors=False, f_fitted=None, **kwargs):

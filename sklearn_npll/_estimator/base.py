@@ -52,6 +52,7 @@ from .persistence import PersistenceMixin, random_state_dict
 from .prediction import PredictionMixin
 from .skorch_callbacks import check_callbacks, trained_split, training_split, validation_split
 from .skorch_compat import UnusedSkorchLoop, registered_modules
+from .threads import with_fixed_threads
 from .validation import check_partial_fit_classes, check_training_data
 
 __all__ = ["PartialLabelNet"]
@@ -374,6 +375,7 @@ class PartialLabelNet(PredictionMixin, PersistenceMixin, ClassifierMixin, Unused
         return self._fit(X, y, fresh=not self.initialized_, epochs=1,
                          classes=check_partial_fit_classes(self, classes))
 
+    @with_fixed_threads
     def _fit(self, X, y, *, fresh, epochs, classes=None, **fit_args):
         """Every fit entry: validate the parameters (each call, as
         scikit-learn's SGD estimators do), initialise when ``fresh``, train

@@ -124,7 +124,8 @@ class PersistenceMixin:
 
     # what the networks are built from and predict needs, besides weights
     _fitted_meta = ("classes_", "sample_shape_", "image_size_", "input_mean_", "input_std_",
-                    "n_train_samples_", "n_features_in_", "feature_names_in_", "_seed_")
+                    "n_train_samples_", "n_features_in_", "feature_names_in_", "_seed_",
+                    "n_threads_")
 
     def save_params(self, f_params=None, f_optimizer=None, f_criterion=None, f_history=None,
                     use_safetensors=False, f_fitted=None, f_random_state=None, **kwargs):

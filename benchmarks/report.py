@@ -183,6 +183,19 @@ def _teacher_method_order(methods):
     return first + rest + (["supervised"] if "supervised" in methods else [])
 
 
+def _teacher_line(g, row, methods):
+    some = [c for m in methods for c in method_cells(g, row, m) if "teacher" in c]
+    if not some:
+        return []
+    t, cand = some[0]["teacher"], some[0]["candidates"]
+    return [f"Teacher: {t['resolution']} px, views {', '.join(t['views'])}, aggregate "
+            f"{t['aggregate']}, temperature {t['temperature']:g}; zero-shot accuracy "
+            f"{100 * t['train_accuracy']:.1f}% on the {some[0]['n_train']} training images, "
+            f"{100 * t['test_accuracy']:.1f}% on the {some[0]['n_test']} test images; "
+            f"training sets: mean size {cand['mean_size']:.2f}, noise rate "
+            f"{100 * cand['noise_rate']:.1f}%.", ""]
+
+
 def teacher_tables(cells, g):
     """The teacher protocol: per dataset and candidate rule, every method's test
     accuracy per seed and mean ± std, with the teacher's own row."""
@@ -197,16 +210,8 @@ def teacher_tables(cells, g):
     for row in rows:
         methods = _teacher_method_order({m for (d, p, _, m) in g if (d, p) == row[:2]})
         seeds = sorted({c["seed"] for m in methods for c in method_cells(g, row, m)})
-        some = next(c for m in methods for c in method_cells(g, row, m) if "teacher" in c)
-        t, cand = some["teacher"], some["candidates"]
-        out += [f"#### {row[0]}, rule `{row[2]}`", "",
-                f"Teacher: {t['resolution']} px, views {', '.join(t['views'])}, aggregate "
-                f"{t['aggregate']}, temperature {t['temperature']:g}; zero-shot accuracy "
-                f"{100 * t['train_accuracy']:.1f}% on the {some['n_train']} training images, "
-                f"{100 * t['test_accuracy']:.1f}% on the {some['n_test']} test images; "
-                f"training sets: mean size {cand['mean_size']:.2f}, noise rate "
-                f"{100 * cand['noise_rate']:.1f}%.", "",
-                "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | time |",
+        out += [f"#### {row[0]}, rule `{row[2]}`", ""] + _teacher_line(g, row, methods)
+        out += ["| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | time |",
                 "|" + "---|" * (len(seeds) + 3)]
         for m in methods:
             cs = {c["seed"]: c for c in method_cells(g, row, m)}

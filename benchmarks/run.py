@@ -588,7 +588,10 @@ def _teacher_vote(d):
 
 
 # name -> Method. A new method is one entry here (report.py reads its label
-# from the cells); list it in a suite or pass it to --methods.
+# from the cells); list it in a suite or pass it to --methods. For example a
+# student distilled from the teacher's probabilities would be
+#     "distillation": Method("distillation", lambda cfg, common: Distiller(**common),
+#                            lambda d: (d.teacher.train.proba, {}), protocols=("teacher",)),
 METHOD_TABLE = {
     "majority-vote": Method("panel majority vote", predict=_panel_vote, protocols=("panel",)),
     "teacher-zero-shot": Method("teacher zero-shot", predict=_teacher_vote,

@@ -64,10 +64,62 @@ def _prepare(images, resolution, torch):
     return (x - 127.0) / 128.0
 
 
+def images_digest(images):
+    """First 16 hex digits of the SHA-1 of the bytes of ``images`` (a cache key)."""
+    return hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
+
+
 def cache_path(images, resolution, cache_dir=CACHE):
     """Cache file of the embeddings of ``images`` at ``resolution``."""
-    digest = hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
-    return Path(cache_dir) / f"{MODEL}_{resolution}px_{len(images)}_{digest}.npy"
+    return Path(cache_dir) / f"{MODEL}_{resolution}px_{len(images)}_{images_digest(images)}.npy"
+
+
+def cached_rows(path, n_rows, compute, chunk=2048, label="rows", verbose=True):
+    """An array of ``n_rows`` rows computed chunk by chunk and cached in ``path``.
+
+    ``compute(start, stop)`` returns rows ``start:stop``. After every chunk the
+    rows done so far are saved next to ``path`` (``*.partial.npy``), so an
+    interrupted computation resumes where it stopped; the finished array is
+    saved to ``path`` and read from there afterwards.
+
+    Parameters
+    ----------
+    path : path
+        The ``.npy`` file of the finished array.
+    n_rows : int
+    compute : callable
+        ``compute(start, stop) -> ndarray`` with ``stop - start`` rows.
+    chunk : int, default=2048
+        Rows computed between two writes of the partial file.
+    label : str, default="rows"
+        What the progress lines call the rows.
+    verbose : bool, default=True
+
+    Returns
+    -------
+    ndarray of shape (n_rows, ...)
+    """
+    path = Path(path)
+    if path.exists():
+        return np.load(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npy")
+    done = np.load(partial) if partial.exists() else None
+    n_done = 0 if done is None else len(done)
+    t = time.perf_counter()
+    while n_done < n_rows:
+        stop = min(n_done + chunk, n_rows)
+        rows = compute(n_done, stop)
+        done = rows if done is None else np.concatenate([done, rows])
+        n_done = stop
+        tmp = partial.with_suffix(".tmp.npy")
+        np.save(tmp, done)
+        os.replace(tmp, partial)
+        if verbose:
+            print(f"  {label} {n_done}/{n_rows} ({time.perf_counter() - t:.0f} s)", flush=True)
+    np.save(path, done)
+    partial.unlink(missing_ok=True)
+    return done
 
 
 def embed_images(images, resolution=96, batch_size=256, cache_dir=CACHE, chunk=2048,
@@ -90,33 +142,21 @@ def embed_images(images, resolution=96, batch_size=256, cache_dir=CACHE, chunk=2
     ndarray of shape (n, 1280), float32
     """
     path = cache_path(images, resolution, cache_dir)
-    if path.exists():
-        return np.load(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.npy")
-    done = np.load(partial) if partial.exists() else np.zeros((0, 1280), np.float32)
-    model, torch = _load_model(resolution)
-    t = time.perf_counter()
-    out = [done]
-    n_done = len(done)
-    while n_done < len(images):
-        stop = min(n_done + chunk, len(images))
+    model = []  # loaded on the first chunk that is not cached yet
+
+    def compute(start, stop):
+        if not model:
+            model.extend(_load_model(resolution))
+        net, torch = model
+        out = []
         with torch.inference_mode():
-            for start in range(n_done, stop, batch_size):
-                x = _prepare(images[start:min(start + batch_size, stop)], resolution, torch)
-                out.append(model.extract_features(x).mean((2, 3)).numpy())
-        n_done = stop
-        done = np.concatenate(out)
-        out = [done]
-        tmp = partial.with_suffix(".tmp.npy")
-        np.save(tmp, done)
-        os.replace(tmp, partial)
-        if verbose:
-            print(f"  embedded {n_done}/{len(images)} images at {resolution} px "
-                  f"({time.perf_counter() - t:.0f} s)", flush=True)
-    np.save(path, done.astype(np.float32))
-    partial.unlink(missing_ok=True)
-    return done.astype(np.float32)
+            for s in range(start, stop, batch_size):
+                x = _prepare(images[s:min(s + batch_size, stop)], resolution, torch)
+                out.append(net.extract_features(x).mean((2, 3)).numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    return cached_rows(path, len(images), compute, chunk=chunk,
+                       label=f"embedded images at {resolution} px:", verbose=verbose)
 
 
 def main(argv=None):

@@ -167,6 +167,63 @@ def results_tables(cells, g):
     return out
 
 
+def method_label(g, method):
+    """A method's name in the tables: from its cells (run.py's METHOD_TABLE),
+    else from LABELS, else the method's key."""
+    for (_, _, _, m), cs in g.items():
+        if m == method and cs[0].get("method_label"):
+            return cs[0]["method_label"]
+    return LABELS.get(method, method)
+
+
+def _teacher_method_order(methods):
+    known = ["teacher-zero-shot"] + [m for m in METHOD_ORDER if m != "supervised"]
+    first = [m for m in known if m in methods]
+    rest = sorted(m for m in methods if m not in known and m != "supervised")
+    return first + rest + (["supervised"] if "supervised" in methods else [])
+
+
+def _teacher_line(g, row, methods):
+    some = [c for m in methods for c in method_cells(g, row, m) if "teacher" in c]
+    if not some:
+        return []
+    t, cand = some[0]["teacher"], some[0]["candidates"]
+    return [f"Teacher: {t['resolution']} px, views {', '.join(t['views'])}, aggregate "
+            f"{t['aggregate']}, temperature {t['temperature']:g}; zero-shot accuracy "
+            f"{100 * t['train_accuracy']:.1f}% on the {some[0]['n_train']} training images, "
+            f"{100 * t['test_accuracy']:.1f}% on the {some[0]['n_test']} test images; "
+            f"training sets: mean size {cand['mean_size']:.2f}, noise rate "
+            f"{100 * cand['noise_rate']:.1f}%.", ""]
+
+
+def teacher_tables(cells, g):
+    """The teacher protocol: per dataset and candidate rule, every method's test
+    accuracy per seed and mean ± std, with the teacher's own row."""
+    rows = [r for r in table_rows(cells, g) if r[1] == "teacher"]
+    if not rows:
+        return []
+    out = ["### Teacher protocol (candidate sets from a zero-shot teacher)", "",
+           "Sets and probabilities from EfficientNet-Lite0's ImageNet head mapped to the "
+           "class names (`benchmarks/teacher.py`); every trained method has the same head "
+           "and budget. Test accuracy (%) per seed and mean ± std over seeds; time is the "
+           "mean wall time of a cell in seconds.", ""]
+    for row in rows:
+        methods = _teacher_method_order({m for (d, p, _, m) in g if (d, p) == row[:2]})
+        seeds = sorted({c["seed"] for m in methods for c in method_cells(g, row, m)})
+        out += [f"#### {row[0]}, rule `{row[2]}`", ""] + _teacher_line(g, row, methods)
+        out += ["| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | time |",
+                "|" + "---|" * (len(seeds) + 3)]
+        for m in methods:
+            cs = {c["seed"]: c for c in method_cells(g, row, m)}
+            accs = [cs[s]["test_accuracy"] for s in seeds if s in cs]
+            out.append("| " + " | ".join(
+                [method_label(g, m)]
+                + [f"{100 * cs[s]['test_accuracy']:.1f}" if s in cs else "-" for s in seeds]
+                + [fmt_acc(accs), fmt_time([c["wall_seconds"] for c in cs.values()])]) + " |")
+        out.append("")
+    return out
+
+
 def ablation_table(cells, g):
     rows = [r for r in table_rows(cells, g)
             if any(method_cells(g, r, m) for m in ABLATIONS[1:])]
@@ -210,18 +267,33 @@ def verified_table(cells, g):
     return out
 
 
+def _division_rows(cells, g):
+    """(row, method) pairs with per-epoch division records: Co-Reg in every
+    protocol, and in the teacher protocol every method that records them."""
+    out = []
+    for row in table_rows(cells, g):
+        methods = ["coreg"]
+        if row[1] == "teacher":
+            methods = _teacher_method_order({m for (d, p, st, m) in g if (d, p, st) == row})
+        for m in methods:
+            cs = sorted(method_cells(g, row, m), key=lambda c: c["seed"])
+            hist = cs[0].get("history") if cs else None
+            if hist and any("trusted_per_class_a" in h for h in hist):
+                out.append((row, m))
+    return out
+
+
 def division_curves(cells, g):
     """Per epoch after warm-up: trusted-split precision and recall of both
     networks and test accuracy, for the first seed of each Co-Reg setting;
     and the per-class trusted fraction at the last epoch."""
     out = []
-    for row in table_rows(cells, g):
-        cs = sorted(method_cells(g, row, "coreg"), key=lambda c: c["seed"])
-        hist = cs[0].get("history") if cs else None
-        if not hist or not any("trusted_per_class_a" in h for h in hist):
-            continue
+    for row, method in _division_rows(cells, g):
+        cs = sorted(method_cells(g, row, method), key=lambda c: c["seed"])
+        hist = cs[0].get("history")
+        name = "" if method == "coreg" else f" ({method_label(g, method)})"
         out += [f"#### Division per epoch: {row[0]}, {setting_label(row[1], row[2])}, "
-                f"seed {cs[0]['seed']}", "",
+                f"seed {cs[0]['seed']}{name}", "",
                 "| epoch | trusted A / B | precision A / B | recall A / B | test acc |",
                 "|---|---|---|---|---|"]
         for h in hist:
@@ -293,7 +365,7 @@ def config_table(cells):
            "short CPU runs use a smaller value so that most post-warm-up epochs have "
            "the full loss). CC, PRODEN and the supervised bound train on weak "
            "augmentation.", "",
-           "| dataset | config | encoder | image | n_train (synthetic / panel) | "
+           "| dataset | config | encoder | image | n_train (synthetic / panel / teacher) | "
            "n_test | pool | epochs | Co-Reg warm-up | start_contrastive | "
            "contrastive on from epoch (1-based) | batch | lr | device |",
            "|" + "---|" * 14]
@@ -304,9 +376,10 @@ def config_table(cells):
         c = next(iter(by_protocol.values()))
         cfg = c["config"]
         n_train = " / ".join(str(by_protocol[p]["n_train"]) if p in by_protocol else "-"
-                             for p in ("synthetic", "panel"))
+                             for p in ("synthetic", "panel", "teacher"))
         out.append("| " + " | ".join(str(v) for v in [
-            dataset, cfg.get("config_name", "?"), c["encoder"],
+            dataset, " / ".join(sorted({x["config"].get("config_name", "?")
+                                        for x in by_protocol.values()})), c["encoder"],
             "x".join(map(str, c["dataset_meta"]["image_shape"])), n_train, c["n_test"],
             cfg.get("pool_size") if "panel" in by_protocol else "-",
             cfg["epochs"], cfg["warmup"], cfg["start_contrastive"],
@@ -343,8 +416,8 @@ def plot_accuracy_vs_noise(cells, g, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(c["dataset"], c["protocol"]) for c in cells
-                     if c["setting"] != TRUE_LABELS})
+    panels = sorted({(c["dataset"], c["protocol"]) for c in cells  # one setting: no curve
+                     if c["setting"] != TRUE_LABELS and c["protocol"] != "teacher"})
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(max(4.6 * len(panels), 8.5), 3.8), squeeze=False)
@@ -484,6 +557,7 @@ def main(argv=None):
     lines += config_table(cells)
     lines += ["## Results", ""]
     lines += results_tables(cells, g)
+    lines += teacher_tables(cells, g)
     lines += ablation_table(cells, g)
     lines += verified_table(cells, g)
     lines += diagnostics_table(cells, g)

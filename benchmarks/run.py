@@ -14,13 +14,21 @@ Protocols
   (``make_annotator_partial_labels``); settings from ``--panel
   "annotators:shots:feature_fraction:top_k,..."``. ``majority-vote`` scores
   the panel's own majority vote on the test set.
+- ``teacher``: the sets of a zero-shot teacher (``benchmarks/teacher.py``:
+  EfficientNet-Lite0's ImageNet head mapped to the class names, views of the
+  image as templates); settings are candidate rules, ``--rules
+  "multi_prompt,..."``. The teacher's probabilities and votes reach the
+  methods (``CellInputs.teacher``); ``teacher-zero-shot`` scores the
+  teacher's own prediction on the test set.
 
-Methods: ``majority-vote`` (panel only), ``cc``, ``proden``, ``coreg`` and its
-ablations ``coreg-no-copl`` (own instead of the partner's aligned
-prediction), ``coreg-no-proto``, ``coreg-no-cont``, ``coreg-no-unlabeled``,
-and ``supervised`` (CCClassifier on the true labels: the upper bound, one cell
-per dataset, protocol and seed, setting ``true-labels``). Every method of a
-run uses the same backbone, epochs, batch size and learning rate.
+Methods (``METHOD_TABLE``; adding one is one entry there): ``majority-vote``
+(panel only), ``teacher-zero-shot`` (teacher only), ``cc``, ``proden``,
+``coreg`` and its ablations ``coreg-no-copl`` (own instead of the partner's
+aligned prediction), ``coreg-no-proto``, ``coreg-no-cont``,
+``coreg-no-unlabeled``, ``coreg-verified1/5/20``, and ``supervised``
+(CCClassifier on the true labels: the upper bound, one cell per dataset,
+protocol and seed, setting ``true-labels``). Every method of a run uses the
+same backbone, epochs, batch size and learning rate.
 
 Each JSON cell holds the test accuracy, the realised mean set size and
 noise rate of the training candidates, the wall time, the configuration, and
@@ -40,6 +48,10 @@ One experiment::
         --grid "0.1:0.1,0.1:0.3" --methods cc proden coreg supervised \\
         --seeds 0 1 2 --config cpu
 
+The teacher protocol on EfficientNet-Lite0 features (20,000 training images)::
+
+    OMP_NUM_THREADS=1 python benchmarks/run.py --suite teacher-features --jobs 1
+
 The paper-sized GPU suite (PreAct ResNet-18, 800 epochs on CIFAR-10)::
 
     python benchmarks/run.py --suite gpu --data-dir DATA --device cuda
@@ -58,6 +70,7 @@ import tempfile
 import traceback
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -76,16 +89,8 @@ EMBEDDED = {"fashion-mnist-lite0": ("fashion-mnist", 64)}
 # coreg-verifiedK: Co-Reg told the true label of K training samples per class
 # (drawn with the cell's seed; fit(..., verified=mask))
 VERIFIED = {"coreg-verified1": 1, "coreg-verified5": 5, "coreg-verified20": 20}
-METHODS = ["majority-vote", "cc", "proden", "coreg", "coreg-no-copl", "coreg-no-proto",
-           "coreg-no-cont", "coreg-no-unlabeled", *VERIFIED, "supervised"]
-COREG_VARIANTS = {
-    "coreg": {},
-    "coreg-no-copl": {"use_co_pseudo_labels": False},
-    "coreg-no-proto": {"use_prototypes": False},
-    "coreg-no-cont": {"use_contrastive": False},
-    "coreg-no-unlabeled": {"use_unlabeled": False},
-    **{name: {} for name in VERIFIED},
-}
+# The methods, their labels and how they train: METHOD_TABLE (after the
+# estimators below); adding a method is one entry there.
 TRUE_LABELS = "true-labels"
 
 # Per-dataset training configurations. "cpu" is sized for a 2-core machine
@@ -94,6 +99,21 @@ TRUE_LABELS = "true-labels"
 SMOKE_ARGS = ["--dataset", "digits", "--grid", "0.3:0.1", "--methods", "cc", "coreg",
               "--seeds", "0", "--epochs", "3", "--warmup", "1", "--start-contrastive", "0",
               "--n-train", "300", "--n-test", "200", "--width", "8"]
+
+# --smoke, second part (when Fashion-MNIST is installed): the teacher protocol on
+# the feature path and on the image path, tiny, with a 2-view teacher at 32 px
+TEACHER_SMOKE_ARGS = [
+    ["--dataset", "fashion-mnist-lite0", "--protocol", "teacher", "--config",
+     "teacher-features", "--methods", "teacher-zero-shot", "distillation", "top1-smoothing",
+     "proden", "coreg", "coreg-teacher-both", "supervised",
+     "--seeds", "0", "--epochs", "3", "--warmup", "1", "--start-contrastive", "0",
+     "--n-train", "300", "--n-test", "200", "--teacher-resolution", "32",
+     "--teacher-views", "identity,flip+invert"],
+    ["--dataset", "fashion-mnist", "--protocol", "teacher", "--config", "teacher-images",
+     "--device", "cpu", "--pad-to", "0", "--methods", "teacher-zero-shot", "cc", "--seeds",
+     "0", "--epochs", "2", "--n-train", "200", "--n-test", "100", "--teacher-resolution",
+     "32", "--teacher-views", "identity,flip+invert"],
+]
 
 CONFIGS = {
     "cpu": {
@@ -121,6 +141,23 @@ CONFIGS = {
                                     lr=0.05, width=None, pad_to=None, n_train=21000,
                                     n_test=None, pool_size=1000),
     },
+    # The teacher protocol (benchmarks/teacher.py): a stratified 20,000 of the
+    # training images and all 10,000 test images, candidate sets from the
+    # zero-shot EfficientNet-Lite0 teacher; the cpu-features training budget.
+    "teacher-features": {
+        "device": "cpu",
+        "fashion-mnist-lite0": dict(epochs=12, warmup=6, start_contrastive=1, batch_size=256,
+                                    lr=0.05, width=None, pad_to=None, n_train=20000,
+                                    n_test=None, pool_size=None),
+    },
+    # ... and on pixels: a PreAct ResNet-18 student (32 px, unlike the teacher)
+    # trained from scratch with the gpu configuration's budget
+    "teacher-images": {
+        "device": "cuda",
+        "fashion-mnist": dict(epochs=100, warmup=50, start_contrastive=10, batch_size=256,
+                              lr=0.01, width=None, pad_to=32, n_train=20000, n_test=None,
+                              pool_size=None),
+    },
     "gpu": {
         "device": "cuda",
         # reference: 800 epochs / 50 warm-up on CIFAR, 100 epochs elsewhere
@@ -135,6 +172,11 @@ CONFIGS = {
                        width=None, pad_to=None, n_train=None, n_test=None, pool_size=300),
     },
 }
+
+# The rows of the teacher protocol's tables, cheapest first
+TEACHER_METHODS = ["teacher-zero-shot", "distillation", "top1-smoothing", "proden", "cc",
+                   "coreg", "coreg-teacher-warmup", "coreg-teacher-prior",
+                   "coreg-teacher-both", "supervised"]
 
 # Suites: lists of experiments (each a dict of this script's options). The
 # CPU suite is what benchmarks/RESULTS.md reports.
@@ -173,6 +215,15 @@ SUITES = {
         dict(dataset="fashion-mnist-lite0", protocol="panel", panel="2:2:0.08:1",
              methods=list(VERIFIED), seeds=[0]),
     ],
+    # The teacher protocol on the feature path: every method, seed 0 first
+    "teacher-features": [
+        dict(dataset="fashion-mnist-lite0", protocol="teacher", rules="multi_prompt",
+             methods=TEACHER_METHODS, seeds=[seed]) for seed in (0, 1, 2)
+    ],
+    "teacher-images": [
+        dict(dataset="fashion-mnist", protocol="teacher", rules="multi_prompt",
+             methods=TEACHER_METHODS, seeds=[0, 1, 2]),
+    ],
     "gpu": [
         dict(dataset="cifar10", protocol="synthetic", grid="0.1:0.1,0.1:0.3,0.3:0.3",
              methods=["coreg", "cc", "proden", "supervised"], seeds=[0, 1, 2]),
@@ -210,9 +261,23 @@ def parse_panel(text):
     return out
 
 
+def parse_rules(text):
+    """``"multi_prompt,top2"`` -> the teacher protocol's setting names (candidate
+    rules of ``benchmarks/teacher.py``'s ``RULES``)."""
+    from teacher import RULES
+
+    out = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = [r for r in out if r not in RULES]
+    if unknown:
+        raise ValueError(f"unknown candidate rules {unknown}; choose from {sorted(RULES)}.")
+    return out
+
+
 def setting_params(protocol, setting):
     if setting == TRUE_LABELS:
         return {}
+    if protocol == "teacher":
+        return {"rule": setting}
     if protocol == "synthetic":
         q, eta = setting[1:].split("_eta")
         return {"q": float(q), "eta": float(eta)}
@@ -248,13 +313,15 @@ def pad_images(X, size):
 
 
 @lru_cache(maxsize=4)
-def _embedded(dataset, data_dir, n_train, n_test):
-    from embed import embed_images
+def _embedded(dataset, data_dir, n_train, n_test, cache_dir=None):
+    from embed import CACHE, embed_images
 
     source, resolution = EMBEDDED[dataset]
     X_train, y_train, X_test, y_test, names, meta = _load(source, data_dir, n_train, n_test,
                                                           None)
-    E_train, E_test = embed_images(X_train, resolution), embed_images(X_test, resolution)
+    cache_dir = cache_dir or CACHE
+    E_train = embed_images(X_train, resolution, cache_dir=cache_dir)
+    E_test = embed_images(X_test, resolution, cache_dir=cache_dir)
     meta = {**meta, "name": dataset, "embedding": f"efficientnet-lite0 at {resolution} px",
             "feature_dim": int(E_train.shape[1])}
     return (E_train, E_test), (X_train, y_train, X_test, y_test, names, meta)
@@ -270,7 +337,8 @@ def cell_data(cfg, cell, with_pixels=False):
     embeddings)."""
     if cell["dataset"] in EMBEDDED:
         (E_train, E_test), (X_train, y_train, X_test, y_test, names, meta) = _embedded(
-            cell["dataset"], cfg.get("data_dir"), cfg["n_train"], cfg["n_test"])
+            cell["dataset"], cfg.get("data_dir"), cfg["n_train"], cfg["n_test"],
+            cfg.get("cache_dir"))
     else:
         X_train, y_train, X_test, y_test, names, meta = _load(
             cell["dataset"], cfg.get("data_dir"), cfg["n_train"], cfg["n_test"], cfg["pad_to"])
@@ -286,17 +354,48 @@ def cell_data(cfg, cell, with_pixels=False):
     return (*out, (X_train, X_test)) if with_pixels else out
 
 
+class TeacherPair(NamedTuple):
+    """The teacher's outputs (``teacher.Teacher``) on a cell's training and test images."""
+
+    train: object
+    test: object
+
+
+def teacher_outputs(cfg, cell):
+    """The zero-shot teacher of ``benchmarks/teacher.py`` on the cell's training
+    and test images (the images themselves, unpadded, also for an embedded
+    data set), with the settings ``cfg["teacher"]``; cached on disk."""
+    from teacher import TEACHER_MAPS, annotate
+
+    source = EMBEDDED[cell["dataset"]][0] if cell["dataset"] in EMBEDDED else cell["dataset"]
+    if source not in TEACHER_MAPS:
+        raise ValueError(f"the teacher protocol needs a map from ImageNet classes to the "
+                         f"classes of {source!r}; benchmarks/teacher.py has one for "
+                         f"{sorted(TEACHER_MAPS)}.")
+    X_train, _, X_test, _, names, _ = _load(source, cfg.get("data_dir"), cfg["n_train"],
+                                            cfg["n_test"], None)
+    kwargs = dict(class_names=names, mapping=TEACHER_MAPS[source], **cfg["teacher"])
+    if cfg.get("cache_dir"):
+        kwargs["cache_dir"] = cfg["cache_dir"]
+    return TeacherPair(annotate(X_train, **kwargs), annotate(X_test, **kwargs))
+
+
 def flat(X):
     return X.reshape(len(X), -1).astype(np.float32) / 255.0
 
 
-def make_candidates(cell, y_train, X_train, pool, n_classes):
+def make_candidates(cell, y_train, X_train, pool, n_classes, teacher=None):
     """Candidate matrix of a cell's training set (seeded by the cell's seed);
-    also the fitted panel for the panel protocol."""
+    also the fitted panel for the panel protocol. The teacher protocol takes
+    the sets of ``teacher`` (a :class:`TeacherPair`) by the cell's rule."""
     from sklearn_npll import make_partial_labels
     from sklearn_npll.datasets import make_annotator_partial_labels
 
     p = setting_params(cell["protocol"], cell["setting"])
+    if cell["protocol"] == "teacher":
+        from teacher import rule_sets
+
+        return rule_sets(teacher.train, p["rule"]), None
     if cell["protocol"] == "synthetic":
         Y = make_partial_labels(y_train, p["q"], p["eta"], n_classes=n_classes,
                                 random_state=cell["seed"])
@@ -364,23 +463,175 @@ def _callbacks():
     return TestAccuracy, TrustedPrecision
 
 
-def build_estimator(method, cfg, seed, callbacks, verbose):
-    from sklearn_npll import CCClassifier, CoRegClassifier, PRODENClassifier
+# ----------------------------------------------------------------- methods
+TEACHER_ONLY = ("teacher",)  # methods that read the teacher's probabilities
+class CellInputs(NamedTuple):
+    """What a method of a cell may use: the training and test inputs and
+    labels, the candidate sets ``Y`` (None for a true-labels cell), the
+    panel of the panel protocol, the images the panel or the teacher saw
+    (``pixels``: train, test), the teacher's outputs of the teacher protocol
+    (:class:`TeacherPair`: probabilities ``.proba``, per-view votes ``.votes``)
+    and the cell's seed."""
 
+    X_train: object
+    y_train: np.ndarray
+    X_test: object
+    y_test: np.ndarray
+    Y: object
+    panel: object
+    pixels: tuple
+    teacher: object
+    seed: int
+
+
+def _candidates(d):
+    return d.Y, {}
+
+
+def _true_labels(d):
+    return d.y_train, {}
+
+
+class Method(NamedTuple):
+    """A row of the benchmark tables: how one method trains and predicts.
+
+    Attributes
+    ----------
+    label : str
+        Its name in the report (written into every cell).
+    build : callable or None
+        ``build(cfg, common) -> estimator``: ``cfg`` is the cell's
+        configuration, ``common`` the keyword arguments every method shares
+        (``max_epochs``, ``batch_size``, ``lr``, ``flip``, ``device``,
+        ``random_state``, ``verbose``, ``callbacks``, maybe ``module__width``).
+    fit_args : callable
+        ``fit_args(d) -> (y, fit_params)`` for ``fit(d.X_train, y,
+        **fit_params)``, ``d`` a :class:`CellInputs`; default: the candidate sets.
+    predict : callable or None
+        For a method that is not trained: ``predict(d) -> (test predictions,
+        training predictions or None)``.
+    protocols : tuple of str
+        The protocols it runs in; empty: all.
+    true_labels : bool
+        It trains on the true labels: one cell per dataset, protocol and seed,
+        setting ``true-labels``.
+    division : bool
+        A Co-Reg: the quality of its trusted splits (the estimator's
+        ``trust_``) is recorded every epoch.
+    """
+
+    label: str
+    build: Callable = None
+    fit_args: Callable = _candidates
+    predict: Callable = None
+    protocols: tuple = ()
+    true_labels: bool = False
+    division: bool = False
+
+
+def _cc(cfg, common):
+    from sklearn_npll.baselines import CCClassifier
+
+    return CCClassifier(**common)
+
+
+def _proden(cfg, common):
+    from sklearn_npll.baselines import PRODENClassifier
+
+    return PRODENClassifier(**common)
+
+
+def coreg_method(label, fit_args=_candidates, protocols=(), **params):
+    """A :class:`Method` row for ``CoRegClassifier`` with the keyword
+    arguments ``params``, the configuration's warm-up and
+    ``start_contrastive``, and its divisions tracked."""
+
+    def build(cfg, common):
+        from sklearn_npll import CoRegClassifier
+
+        return CoRegClassifier(
+            warmup_epochs=cfg["warmup"], start_contrastive=cfg["start_contrastive"],
+            **params, **common)
+
+    return Method(label, build, fit_args, protocols=protocols, division=True)
+
+
+def _verified(per_class):
+    def fit_args(d):
+        Y, mask = verify_labels(d.Y, d.y_train, per_class, d.seed)
+        return Y, {"verified": mask}
+
+    return fit_args
+
+
+def _panel_vote(d):
+    return d.panel.predict(flat(d.pixels[1])), d.panel.predict(flat(d.pixels[0]))
+
+
+def _teacher_vote(d):
+    return d.teacher.test.predict(), d.teacher.train.predict()
+
+
+def _teacher_proba(d):
+    return d.teacher.train.proba, {}
+
+
+def _with_teacher_proba(d):
+    return d.Y, {"teacher_proba": d.teacher.train.proba}
+
+
+def distillation_method(label, **params):
+    """A :class:`Method` row for ``DistillationClassifier`` on the teacher's
+    probabilities (teacher protocol only)."""
+
+    def build(cfg, common):
+        from sklearn_npll import DistillationClassifier
+
+        return DistillationClassifier(**params, **common)
+
+    return Method(label, build, _teacher_proba, protocols=TEACHER_ONLY)
+
+
+# name -> Method. A new method is one entry here (report.py reads its label
+# from the cells); list it in a suite or pass it to --methods.
+METHOD_TABLE = {
+    "majority-vote": Method("panel majority vote", predict=_panel_vote, protocols=("panel",)),
+    "teacher-zero-shot": Method("teacher zero-shot", predict=_teacher_vote,
+                                protocols=("teacher",)),
+    "distillation": distillation_method("distillation (soft, T=2)", temperature=2.0),
+    "top1-smoothing": distillation_method("teacher top-1, smoothing 0.1", targets="top1",
+                                          label_smoothing=0.1),
+    "cc": Method("CC", _cc),
+    "proden": Method("PRODEN", _proden),
+    "coreg": coreg_method("Co-Reg"),
+    "coreg-teacher-warmup": coreg_method("Co-Reg, teacher warm-up", _with_teacher_proba,
+                                         TEACHER_ONLY, teacher_warmup=True),
+    "coreg-teacher-prior": coreg_method("Co-Reg, teacher prior (beta=1)", _with_teacher_proba,
+                                        TEACHER_ONLY, teacher_prior=1.0),
+    "coreg-teacher-both": coreg_method("Co-Reg, teacher warm-up + prior",
+                                       _with_teacher_proba, TEACHER_ONLY,
+                                       teacher_warmup=True, teacher_prior=1.0),
+    "coreg-no-copl": coreg_method("w/o co-pseudo-labels", use_co_pseudo_labels=False),
+    "coreg-no-proto": coreg_method("w/o prototypes", use_prototypes=False),
+    "coreg-no-cont": coreg_method("w/o contrastive", use_contrastive=False),
+    "coreg-no-unlabeled": coreg_method("w/o unlabeled split", use_unlabeled=False),
+    **{name: coreg_method(f"{k} verified / class", _verified(k))
+       for name, k in VERIFIED.items()},
+    "supervised": Method("supervised (true labels)", _cc, _true_labels, true_labels=True),
+}
+METHODS = list(METHOD_TABLE)
+
+
+def build_estimator(method, cfg, seed, callbacks, verbose):
+    """The unfitted estimator of ``method`` (a name of :data:`METHOD_TABLE`)."""
+    if method not in METHOD_TABLE or METHOD_TABLE[method].build is None:
+        raise ValueError(f"{method!r} is not a trained method of METHOD_TABLE.")
     common = dict(max_epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                   flip=cfg["flip"], device=cfg["device"], random_state=seed,
                   verbose=verbose, callbacks=callbacks or None)
     if cfg.get("width"):
         common["module__width"] = cfg["width"]
-    if method in ("cc", "supervised"):
-        return CCClassifier(**common)
-    if method == "proden":
-        return PRODENClassifier(**common)
-    if method in COREG_VARIANTS:
-        return CoRegClassifier(warmup_epochs=cfg["warmup"],
-                                start_contrastive=cfg["start_contrastive"],
-                                **COREG_VARIANTS[method], **common)
-    raise ValueError(f"unknown method {method!r}")
+    return METHOD_TABLE[method].build(cfg, common)
 
 
 def encoder_name(cfg, shape):
@@ -413,6 +664,27 @@ def machine_info(device):
     return info
 
 
+def cell_inputs(cfg, cell):
+    """The :class:`CellInputs` of a cell (candidate sets drawn with its seed)."""
+    method = METHOD_TABLE[cell["method"]]
+    X_train, y_train, X_test, y_test, names, meta, pool, pixels = cell_data(
+        cfg, cell, with_pixels=True)
+    teacher = Y = panel = None
+    if cell["protocol"] == "teacher" and not method.true_labels:
+        teacher = teacher_outputs(cfg, cell)
+    if not method.true_labels:
+        Y, panel = make_candidates(cell, y_train, pixels[0], pool, len(names), teacher)
+    d = CellInputs(X_train, y_train, X_test, y_test, Y, panel, pixels, teacher, cell["seed"])
+    return d, names, meta
+
+
+def _teacher_record(cfg, cell, d):
+    s = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg["teacher"].items()}
+    return {**s, "rule": cell["setting"],
+            "train_accuracy": float(np.mean(d.teacher.train.predict() == d.y_train)),
+            "test_accuracy": float(np.mean(d.teacher.test.predict() == d.y_test))}
+
+
 def run_cell(cell, cfg, out_dir, command, verbose=0):
     """Fit and score one cell; write its JSON; return the record."""
     import torch
@@ -421,74 +693,75 @@ def run_cell(cell, cfg, out_dir, command, verbose=0):
     from sklearn_npll import candidate_stats
 
     t0 = time.perf_counter()
-    X_train, y_train, X_test, y_test, names, meta, pool, pixels = cell_data(
-        cfg, cell, with_pixels=True)
-    method = cell["method"]
-    record = {**cell, "config": {k: v for k, v in cfg.items() if k != "data_dir"},
+    method = METHOD_TABLE[cell["method"]]
+    d, names, meta = cell_inputs(cfg, cell)
+    record = {**cell, "method_label": method.label,
+              "config": {k: v for k, v in cfg.items() if k not in ("data_dir", "cache_dir")},
               "class_names": list(names),
-              "dataset_meta": meta, "n_train": int(len(y_train)),
-              "n_test": int(len(y_test)), "command": command,
-              "encoder": encoder_name(cfg, X_train.shape[1:]),
+              "dataset_meta": meta, "n_train": int(len(d.y_train)),
+              "n_test": int(len(d.y_test)), "command": command,
+              "encoder": encoder_name(cfg, d.X_train.shape[1:]),
               "machine": machine_info(cfg["device"])}
-    if method == "supervised":
-        Y, panel = y_train, None
+    if d.Y is None:
         record["candidates"] = {"mean_size": 1.0, "noise_rate": 0.0}
     else:
-        Y, panel = make_candidates(cell, y_train, pixels[0], pool, len(names))
-        stats = candidate_stats(Y, y_train)
+        stats = candidate_stats(d.Y, d.y_train)
         record["candidates"] = {"mean_size": stats["mean_size"],
                                 "noise_rate": stats["noise_rate"],
                                 "size_counts": stats["size_counts"]}
-    if method == "majority-vote":
+    if d.teacher is not None:
+        record["teacher"] = _teacher_record(cfg, cell, d)
+    if method.predict is not None:
         t = time.perf_counter()
-        pred = panel.predict(flat(pixels[1]))
-        record["test_accuracy"] = float(np.mean(pred == y_test))
-        record["train_accuracy_of_vote"] = float(np.mean(panel.predict(flat(pixels[0]))
-                                                         == y_train))
+        pred, train_pred = method.predict(d)
         record["fit_seconds"] = time.perf_counter() - t
+        record["test_accuracy"] = float(np.mean(pred == d.y_test))
+        if train_pred is not None:
+            record["train_accuracy_of_vote"] = float(np.mean(train_pred == d.y_train))
     else:
-        TestAccuracy, TrustedPrecision = _callbacks()
-        callbacks = []
-        is_coreg = method in COREG_VARIANTS
-        if is_coreg and cell["seed"] == cfg["curve_seed"]:
-            callbacks.append(("test_accuracy", TestAccuracy(X_test, y_test)))
-        if is_coreg:
-            clean = np.asarray(Y)[np.arange(len(y_train)), y_train] > 0
-            callbacks.append(("trusted_precision", TrustedPrecision(clean, y_train)))
-        clf = build_estimator(method, cfg, cell["seed"], callbacks, verbose)
-        fit_params = {}
-        if method in VERIFIED:
-            Y, fit_params["verified"] = verify_labels(Y, y_train, VERIFIED[method],
-                                                      cell["seed"])
-            record["n_verified"] = int(fit_params["verified"].sum())
-        t = time.perf_counter()
-        clf.fit(X_train, Y, **fit_params)
-        record["fit_seconds"] = time.perf_counter() - t
-        pred = clf.predict(X_test)
-        record["test_accuracy"] = float(np.mean(pred == y_test))
-        dist = getattr(clf, "label_distribution_", None)
-        if dist is not None:
-            record["train_label_accuracy"] = float(np.mean(np.argmax(dist, 1) == y_train))
-        keys = ["epoch", "dur", "lr", "train_loss", "n_trusted_a", "n_trusted_b",
-                "noise_rate", "test_acc", "trusted_clean_a", "trusted_clean_b",
-                "trusted_recall_a", "trusted_recall_b", "trusted_per_class_a",
-                "trusted_per_class_b", "loss_x", "loss_u",
-                "loss_prototype", "loss_contrastive", "loss_pce", "loss", "mean_max_weight"]
-        hist = []
-        for row in clf.history:
-            hist.append({k: _jsonable(row[k]) for k in keys if k in row})
-        record["epoch_seconds_median"] = float(np.median([h["dur"] for h in hist]))
-        if is_coreg:
-            record["history"] = hist
-            if getattr(clf, "trust_", None) is not None:
-                trusted = (clf.trust_ > clf.p_threshold)
-                record["final_trusted"] = [int(v) for v in trusted.sum(1)]
-        else:
-            record["history"] = [{k: h[k] for k in ("epoch", "dur", "test_acc")
-                                  if k in h} for h in hist]
+        fit_and_score(record, method, cell, cfg, d, verbose)
     record["wall_seconds"] = time.perf_counter() - t0
     write_json(out_dir / (cell_name(cell) + ".json"), record)
     return record
+
+
+HISTORY_KEYS = ["epoch", "dur", "lr", "train_loss", "n_trusted_a", "n_trusted_b",
+                "noise_rate", "test_acc", "trusted_clean_a", "trusted_clean_b",
+                "trusted_recall_a", "trusted_recall_b", "trusted_per_class_a",
+                "trusted_per_class_b", "loss_x", "loss_u", "loss_prototype",
+                "loss_contrastive", "loss_pce", "loss", "mean_max_weight"]
+
+
+def fit_and_score(record, method, cell, cfg, d, verbose):
+    """Fit a trained method on a cell and add its scores and history to ``record``."""
+    TestAccuracy, TrustedPrecision = _callbacks()
+    callbacks = []
+    if method.division and cell["seed"] == cfg["curve_seed"]:
+        callbacks.append(("test_accuracy", TestAccuracy(d.X_test, d.y_test)))
+    if method.division:
+        clean = np.asarray(d.Y)[np.arange(len(d.y_train)), d.y_train] > 0
+        callbacks.append(("trusted_precision", TrustedPrecision(clean, d.y_train)))
+    clf = build_estimator(cell["method"], cfg, cell["seed"], callbacks, verbose)
+    y_fit, fit_params = method.fit_args(d)
+    if "verified" in fit_params:
+        record["n_verified"] = int(np.sum(fit_params["verified"]))
+    t = time.perf_counter()
+    clf.fit(d.X_train, y_fit, **fit_params)
+    record["fit_seconds"] = time.perf_counter() - t
+    record["test_accuracy"] = float(np.mean(clf.predict(d.X_test) == d.y_test))
+    dist = getattr(clf, "label_distribution_", None)
+    if dist is not None:
+        record["train_label_accuracy"] = float(np.mean(np.argmax(dist, 1) == d.y_train))
+    hist = [{k: _jsonable(row[k]) for k in HISTORY_KEYS if k in row} for row in clf.history]
+    record["epoch_seconds_median"] = float(np.median([h["dur"] for h in hist]))
+    if method.division:
+        record["history"] = hist
+        if getattr(clf, "trust_", None) is not None:
+            trusted = (clf.trust_ > clf.p_threshold)
+            record["final_trusted"] = [int(v) for v in trusted.sum(1)]
+    else:
+        record["history"] = [{k: h[k] for k in ("epoch", "dur", "test_acc") if k in h}
+                             for h in hist]
 
 
 def _jsonable(v):
@@ -522,18 +795,26 @@ def _init_worker():
 
 
 # -------------------------------------------------------------- planning
-def experiment_cells(exp):
+def experiment_settings(exp):
+    """The setting names of an experiment (one per candidate-set configuration)."""
     protocol = exp["protocol"]
     if protocol == "synthetic":
-        settings = parse_grid(exp.get("grid") or "0.1:0.1,0.1:0.3,0.3:0.3")
-    else:
-        settings = parse_panel(exp.get("panel") or "3:5:0.5:1,2:2:0.3:1")
+        return parse_grid(exp.get("grid") or "0.1:0.1,0.1:0.3,0.3:0.3")
+    if protocol == "teacher":
+        return parse_rules(exp.get("rules") or "multi_prompt")
+    return parse_panel(exp.get("panel") or "3:5:0.5:1,2:2:0.3:1")
+
+
+def experiment_cells(exp):
+    protocol = exp["protocol"]
+    settings = experiment_settings(exp)
     cells = []
     for seed in exp["seeds"]:
         for method in exp["methods"]:
-            if method == "majority-vote" and protocol != "panel":
+            m = METHOD_TABLE[method]
+            if m.protocols and protocol not in m.protocols:
                 continue
-            for setting in ([TRUE_LABELS] if method == "supervised" else settings):
+            for setting in ([TRUE_LABELS] if m.true_labels else settings):
                 cells.append({"dataset": exp["dataset"], "protocol": protocol,
                               "setting": setting, "method": method, "seed": int(seed)})
     return cells
@@ -554,22 +835,59 @@ def experiment_config(exp, args):
         print(f"warning: {exp['dataset']}: warmup + start_contrastive >= epochs - 1, the "
               "contrastive term never switches on", file=sys.stderr)
     cfg["data_dir"] = args.data_dir
+    cfg["cache_dir"] = getattr(args, "cache_dir", None)
+    if exp["protocol"] == "teacher":
+        from teacher import TEACHER
+
+        cfg["teacher"] = {**TEACHER, **exp.get("teacher", {})}
+        if getattr(args, "teacher_resolution", None):
+            cfg["teacher"]["resolution"] = args.teacher_resolution
+        if getattr(args, "teacher_views", None):
+            cfg["teacher"]["views"] = tuple(v.strip() for v in args.teacher_views.split(","))
     cfg["flip"] = exp["dataset"] in ("fashion-mnist", "cifar10")
     cfg["curve_seed"] = min(exp["seeds"])
     cfg["config_name"] = args.config
     return cfg
 
 
-def main(argv=None):
+def _smoke():
+    """Two small digits cells, then (with Fashion-MNIST installed) the teacher
+    protocol on the feature and image paths; all in a temporary folder."""
+    from data import find_fashion_mnist
+
+    tmp = tempfile.mkdtemp(prefix="npll-smoke-")
+    runs = [SMOKE_ARGS]
+    try:
+        find_fashion_mnist()
+        runs += TEACHER_SMOKE_ARGS
+    except FileNotFoundError:
+        print("smoke: Fashion-MNIST not installed, the teacher protocol is not run")
+    rc = 0
+    for argv in runs:
+        rc |= main(argv + ["--out", tmp, "--cache-dir", str(Path(tmp) / "cache")])
+    return rc
+
+
+def build_parser():
+    """The command line of this script."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=sorted(SUITES),
                    help="run a predefined list of experiments (its --config is implied)")
     p.add_argument("--dataset", choices=["digits", "fashion-mnist", "mnist", "cifar10",
                                          *EMBEDDED])
-    p.add_argument("--protocol", choices=["synthetic", "panel"], default="synthetic")
+    p.add_argument("--protocol", choices=["synthetic", "panel", "teacher"],
+                   default="synthetic")
     p.add_argument("--grid", help='synthetic settings "q:eta,q:eta"')
     p.add_argument("--panel", help='panel settings "annotators:shots:fraction:top_k,..."')
+    p.add_argument("--rules", help='teacher settings: candidate rules "multi_prompt,top2,..." '
+                                   "(RULES of benchmarks/teacher.py)")
+    p.add_argument("--teacher-resolution", type=int, dest="teacher_resolution",
+                   help="teacher protocol: the teacher's input resolution")
+    p.add_argument("--teacher-views", dest="teacher_views",
+                   help='teacher protocol: the teacher\'s views, "identity,flip+invert,..."')
+    p.add_argument("--cache-dir", dest="cache_dir",
+                   help="embeddings and teacher outputs (default benchmarks/cache)")
     p.add_argument("--methods", nargs="+", choices=METHODS,
                    default=["cc", "proden", "coreg", "supervised"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -596,10 +914,14 @@ def main(argv=None):
     p.add_argument("--smoke", action="store_true",
                    help="seconds-long check that the script runs: two small digits cells "
                         "written to a temporary folder")
+    return p
+
+
+def main(argv=None):
+    p = build_parser()
     args = p.parse_args(argv)
     if args.smoke:
-        argv = SMOKE_ARGS + ["--out", tempfile.mkdtemp(prefix="npll-smoke-")]
-        args = p.parse_args(argv)
+        return _smoke()
 
     if args.suite:
         args.config = args.suite
@@ -608,7 +930,8 @@ def main(argv=None):
         if not args.dataset:
             p.error("give --dataset (or --suite)")
         experiments = [dict(dataset=args.dataset, protocol=args.protocol, grid=args.grid,
-                            panel=args.panel, methods=args.methods, seeds=args.seeds)]
+                            panel=args.panel, rules=args.rules, methods=args.methods,
+                            seeds=args.seeds)]
     argv_used = sys.argv[1:] if argv is None else list(argv)
     command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in argv_used)
     out_dir = Path(args.out)

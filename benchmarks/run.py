@@ -719,7 +719,9 @@ def run_cell(cell, cfg, out_dir, command, verbose=0):
         if train_pred is not None:
             record["train_accuracy_of_vote"] = float(np.mean(train_pred == d.y_train))
     else:
-        fit_and_score(record, method, cell, cfg, d, verbose)
+        pred = fit_and_score(record, method, cell, cfg, d, verbose)
+    if cell["protocol"] == "teacher":
+        record.update(selection_record(cell, d, pred))
     record["wall_seconds"] = time.perf_counter() - t0
     write_json(out_dir / (cell_name(cell) + ".json"), record)
     return record
@@ -748,7 +750,8 @@ def fit_and_score(record, method, cell, cfg, d, verbose):
     t = time.perf_counter()
     clf.fit(d.X_train, y_fit, **fit_params)
     record["fit_seconds"] = time.perf_counter() - t
-    record["test_accuracy"] = float(np.mean(clf.predict(d.X_test) == d.y_test))
+    pred = clf.predict(d.X_test)
+    record["test_accuracy"] = float(np.mean(pred == d.y_test))
     dist = getattr(clf, "label_distribution_", None)
     if dist is not None:
         record["train_label_accuracy"] = float(np.mean(np.argmax(dist, 1) == d.y_train))
@@ -762,6 +765,21 @@ def fit_and_score(record, method, cell, cfg, d, verbose):
     else:
         record["history"] = [{k: h[k] for k in ("epoch", "dur", "test_acc") if k in h}
                              for h in hist]
+    return pred
+
+
+def selection_record(cell, d, pred):
+    """What benchmarks/selection.py ranks a teacher-protocol cell by: its
+    test predictions, and their covering rate on the teacher's candidate
+    sets of the test images (held out, as a user's annotated validation
+    images would be; None for a true-labels cell, which has no sets)."""
+    from teacher import rule_sets
+
+    out = {"test_predictions": [int(v) for v in pred]}
+    if d.teacher is not None:
+        Y_test = rule_sets(d.teacher.test, setting_params("teacher", cell["setting"])["rule"])
+        out["test_covering_rate"] = float(np.mean(Y_test[np.arange(len(pred)), pred] > 0))
+    return out
 
 
 def _jsonable(v):

@@ -6,7 +6,7 @@ section differs. Regenerate with
         tests/test_checkpoints.py tests/test_kill_resume.py \
         tests/test_skorch_callbacks.py tests/test_true_warnings.py \
         tests/test_model_selection.py tests/test_annotator_output.py \
-        tests/test_reader.py
+        tests/test_reader.py tests/test_reproducibility.py
 """
 
 import difflib

@@ -139,3 +139,21 @@ def test_partial_fit_records_threads(one_thread_dynamic):
     X, Y, _ = _data(n=120)
     clf = _estimator().partial_fit(X, Y)
     assert clf.n_threads_ == 1
+
+
+def test_the_table_of_reproducibility_cases_is_current(children):
+    from _table import check_section
+
+    def same(name):
+        proba, threads = children[name]
+        equal = proba.tobytes() == children["a"][0].tobytes()
+        return (f"{'identical' if equal else 'different'} probabilities "
+                f"(max difference {np.abs(proba - children['a'][0]).max():.1e}); "
+                f"n_threads_ {threads}")
+
+    rows = [("Co-Reg, same seed, two fresh processes (hash seeds 1 and 2), 2 threads",
+             same("b"))]
+    if "dynamic" in children:
+        rows.append(("the same fit with OMP_DYNAMIC=true, pinned to one CPU",
+                     same("dynamic")))
+    check_section("reproducibility", rows)

@@ -176,7 +176,8 @@ CONFIGS = {
 # The rows of the teacher protocol's tables, cheapest first
 TEACHER_METHODS = ["teacher-zero-shot", "distillation", "top1-smoothing", "proden", "cc",
                    "coreg", "coreg-teacher-warmup", "coreg-teacher-prior",
-                   "coreg-teacher-both", "supervised"]
+                   "coreg-teacher-both", "coreg-class-aware", "coreg-teacher-all",
+                   "supervised"]
 
 # Suites: lists of experiments (each a dict of this script's options). The
 # CPU suite is what benchmarks/RESULTS.md reports.
@@ -611,6 +612,10 @@ METHOD_TABLE = {
     "coreg-teacher-both": coreg_method("Co-Reg, teacher warm-up + prior",
                                        _with_teacher_proba, TEACHER_ONLY,
                                        teacher_warmup=True, teacher_prior=1.0),
+    "coreg-class-aware": coreg_method("Co-Reg, class-aware division", class_aware_division=True),
+    "coreg-teacher-all": coreg_method("Co-Reg, teacher warm-up + prior, class-aware",
+                                      _with_teacher_proba, TEACHER_ONLY, teacher_warmup=True,
+                                      teacher_prior=1.0, class_aware_division=True),
     "coreg-no-copl": coreg_method("w/o co-pseudo-labels", use_co_pseudo_labels=False),
     "coreg-no-proto": coreg_method("w/o prototypes", use_prototypes=False),
     "coreg-no-cont": coreg_method("w/o contrastive", use_contrastive=False),

@@ -96,6 +96,13 @@ def build_parser():
     Returns
     -------
     parser : argparse.ArgumentParser
+
+    Examples
+    --------
+    >>> from sklearn_npll.cli import build_parser
+    >>> args = build_parser().parse_args(["predict", "run", "new_photos", "--onnx"])
+    >>> args.command, args.images, args.onnx
+    ('predict', ['new_photos'], True)
     """
     from . import __version__
 
@@ -147,6 +154,14 @@ def main(argv=None):
     status : int
         0 on success; 1 on a problem with the input (reported in one line);
         130 when interrupted.
+
+    Examples
+    --------
+    >>> from sklearn_npll.cli import main
+    >>> main(["train", "photos", "--classes", "cat,dog", "--out", "run"])  # doctest: +SKIP
+    0
+    >>> main(["predict", "run", "new_photos", "--out", "predictions.csv"])  # doctest: +SKIP
+    0
     """
     args = build_parser().parse_args(argv)
     try:

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from _common import TINY_CLIP_NAME, save_tiny_clip
+from test_report import _COUNT_IMAGES, _chromium, _run_chromium
 from sklearn_npll import cli
 from sklearn_npll._data.image_store import resolve_auto_size
 from sklearn_npll._runtime import resolve_device
@@ -156,6 +157,24 @@ def test_the_same_command_again_reuses_the_finished_run(trained, photos, clip):
     assert "reusing the candidate sets" in err and "already trained" in err
     assert _epochs_printed(out) == []
     assert (run / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_report_command_rebuilds_the_report_and_it_renders(trained, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    (run / "report.html").unlink()
+    status, _, err = run_cli(["report", str(run)])
+    assert status == 0, err
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert "36 photos, 3 classes" in html
+    if _chromium() is None:
+        pytest.skip("no Chromium binary on PATH to render the report")
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", _COUNT_IMAGES), encoding="utf-8")
+    dom = _run_chromium(_chromium(), "--virtual-time-budget=10000", "--dump-dom",
+                        probe.as_uri()).stdout
+    n_images = html.count("<img ")
+    assert n_images > 6 and f'data-loaded="{n_images}"' in dom    # every image decoded
 
 
 # Runs the command, and stops still (writing a marker file) right after the

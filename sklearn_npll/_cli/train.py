@@ -152,7 +152,7 @@ def _prepare(args):
     _show_settings(settings, device, reasons, len(verified))
     changed = run.settings_changed(settings)
     if changed:
-        say(f"  the RUN folder holds a training with other {', '.join(changed)}: "
+        say(f"  the RUN folder holds a training with other settings ({', '.join(changed)}): "
             "training afresh")
     return run, identity, classes, photos, settings, device, verified
 

@@ -226,6 +226,30 @@ def test_sigkill_then_the_same_command_resumes_to_the_same_model(trained, photos
     np.testing.assert_array_equal(resumed, uninterrupted)
 
 
+def test_ctrl_c_saves_nothing_as_finished_and_the_same_command_continues(
+        trained, photos, clip, tmp_path, monkeypatch):
+    from sklearn_npll.callbacks import checkpoint
+
+    save = checkpoint.TrainingCheckpoint.save_model
+
+    def save_then_interrupt(self, net):
+        save(self, net)
+        if len(net.history) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.TrainingCheckpoint, "save_model", save_then_interrupt)
+    run = tmp_path / "run"
+    status, out, err = run_cli(train_args(photos[0], run, clip))
+    assert status == 130 and "Run the same command again" in err.splitlines()[-1]
+    # (epoch 3 was saved, then interrupted before its line was printed)
+    assert _epochs_printed(out) == [1, 2] and not (run / "model.safetensors").exists()
+    assert json.loads((run / "checkpoint" / "checkpoint.json").read_text())["epoch"] == 3
+    monkeypatch.setattr(checkpoint.TrainingCheckpoint, "save_model", save)
+    status, out, err = run_cli(train_args(photos[0], run, clip))
+    assert status == 0 and _epochs_printed(out) == [4]
+    np.testing.assert_array_equal(_proba(run, photos[0])[1], _proba(trained[0], photos[0])[1])
+
+
 # ----------------------------------------------------------------- predict
 def _read_csv(path):
     with open(path, newline="", encoding="utf-8") as f:

@@ -115,6 +115,9 @@ def _fit(run, settings, device, X, verified, modes):
         clf.fit(X, verified=verified)
     except CheckpointError as exc:
         raise CLIError(f"{exc} Delete {run.checkpoint} to train from the start.") from exc
+    if len(clf.history_) < settings["epochs"]:
+        # skorch ends fit quietly on Ctrl-C: nothing is saved as finished
+        raise KeyboardInterrupt
     clf.set_params(callbacks=None, verbose=0)
     return clf
 

@@ -23,6 +23,7 @@ from PIL import Image
 from _common import TINY_CLIP_NAME, save_tiny_clip
 from test_report import _COUNT_IMAGES, _chromium, _run_chromium
 from sklearn_npll import cli
+from sklearn_npll._cli.defaults import choose_settings
 from sklearn_npll._data.image_store import resolve_auto_size
 from sklearn_npll._runtime import resolve_device
 from sklearn_npll.io import load
@@ -75,7 +76,8 @@ def train_args(photos, run, clip, *extra):
     config, weights = clip
     return ["train", str(photos), "--classes", ",".join(CLASSES), "--out", str(run),
             "--model", TINY_CLIP_NAME, "--model-config", config, "--pretrained", weights,
-            "--epochs", str(EPOCHS), "--backbone", "small-cnn", "--width", "8", *extra]
+            "--epochs", str(EPOCHS), "--backbone", "small-cnn", "--width", "8",
+            "--device", "cpu", *extra]          # the CPU: bit-identical resumes
 
 
 def run_cli(args):
@@ -144,9 +146,14 @@ def test_train_prints_the_defaults_it_chose_from_the_data(trained, photos):
     h, w = resolve_auto_size(photos[2])
     assert f"image size {h}x{w} (median shorter side of the photos" in err
     assert "batch size 8 (" in err and f"epochs {EPOCHS} (given)" in err
-    assert f"device {resolve_device('auto')} (" in err
+    assert "device cpu (given)" in err
     model, _ = _proba(trained[0], photos[0])
     assert model.image_size_ == (h, w) and model.batch_size == 8
+    args = cli.build_parser().parse_args(["train", "photos", "--classes", "a,b", "--out", "r"])
+    settings, device, reasons = choose_settings(args, [(300, 400)] * 3000)
+    assert device == str(resolve_device("auto")) and reasons["device"] == "CUDA when available"
+    assert settings["image_size"] == [300, 400] and settings["epochs"] == 60
+    assert settings["warmup_epochs"] == 30 and settings["batch_size"] == 256
 
 
 def test_the_same_command_again_reuses_the_finished_run(trained, photos, clip):
@@ -183,6 +190,7 @@ CHILD = """
 import sys, time
 from pathlib import Path
 from sklearn_npll import cli
+from sklearn_npll._cli.defaults import choose_settings
 from sklearn_npll.callbacks import checkpoint
 
 save = checkpoint.TrainingCheckpoint.save_model
@@ -258,11 +266,10 @@ def _read_csv(path):
 
 def test_predict_with_onnx_agrees_with_python(trained, photos, tmp_path):
     run = trained[0]
-    # a deployment folder: the ONNX model (and run.json), not the Python model
+    # a deployment folder: the ONNX model alone
     deployed = tmp_path / "deployed"
     deployed.mkdir()
-    for name in ("run.json", "model.onnx"):
-        shutil.copy(run / name, deployed / name)
+    shutil.copy(run / "model.onnx", deployed / "model.onnx")
     status, _, err = run_cli(["predict", str(run), str(photos[0]), "--out",
                               str(tmp_path / "python.csv")])
     assert status == 0, err
@@ -282,7 +289,7 @@ def test_predict_with_onnx_agrees_with_python(trained, photos, tmp_path):
         assert row["class"] == CLASSES[p.argmax()]
         assert float(row["probability"]) == pytest.approx(p.max(), abs=1e-6)
     status, _, err = run_cli(["predict", str(deployed), str(photos[0])])
-    assert status == 1 and "no trained model" in err     # the Python model is not there
+    assert status == 1 and "not a RUN folder" in err     # the Python model is not there
 
 
 def test_predict_writes_csv_to_stdout_for_files_and_folders(trained, photos):

@@ -78,7 +78,8 @@ def predict(args):
         0.
     """
     run = RunFolder(args.run)
-    run.identity()
+    if not args.onnx:
+        run.identity()      # the ONNX model travels alone
     paths = check_images(find_images(args.images, what="IMAGES"), args.on_bad_image).paths
     files = [str(p) for p in paths]
     if args.onnx:

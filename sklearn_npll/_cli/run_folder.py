@@ -224,9 +224,12 @@ class RunFolder:
         if not self.model.exists():
             raise CLIError(f"{self.path} has no trained model yet: run the train command "
                            "again to finish the training.")
-        from ..io import load
+        from ..io import FileFormatError, UntrustedNameError, load
 
-        return load(self.model)
+        try:
+            return load(self.model)
+        except (FileFormatError, UntrustedNameError) as exc:
+            raise CLIError(f"{self.model} cannot be loaded: {exc}") from exc
 
     def write_json(self, path, document):
         """Write ``document`` to ``path`` (replacing it in one step)."""

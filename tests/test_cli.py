@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 import warnings
 from pathlib import Path
 
@@ -434,5 +433,6 @@ def test_python_m_exits_with_status_1_and_one_line(tmp_path):
 
 
 def test_the_console_script_is_declared():
+    tomllib = pytest.importorskip("tomllib")   # Python 3.11+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["project"]["scripts"]["sklearn-npll"] == "sklearn_npll.cli:main"

@@ -234,7 +234,3 @@ class RunFolder:
     def write_json(self, path, document):
         """Write ``document`` to ``path`` (replacing it in one step)."""
         _write_json(path, document)
-
-    def read_json(self, path):
-        """Read the JSON file ``path``."""
-        return _read_json(path)

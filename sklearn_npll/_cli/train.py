@@ -141,7 +141,7 @@ def _train_student(run, settings, device, classes, photos, annotation, verified)
 
 
 def _prepare(args):
-    """Steps 1: read, check the RUN folder, choose the settings."""
+    """Step 1: read the classes and photos, check the RUN folder, choose the settings."""
     step(1, STEPS, "Reading the class names and the photos")
     classes, folder, photos = _read_photos(args)
     run = RunFolder(args.out)

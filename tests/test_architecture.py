@@ -35,6 +35,11 @@ ALLOWED = {
     "io": {"_runtime", "_estimator", "_io_codec", "annotate"},
     "_report": {"_data", "annotate"},
     "report": {"_report"},
+    # the command-line program uses the public modules and the lower layers
+    "_cli": {"_runtime", "_digest", "_data", "_nn", "annotate", "coreg", "callbacks", "io",
+             "export", "report"},
+    "cli": {"_cli"},
+    "__main__": {"cli"},
     "__init__": None,  # the package's face re-exports everything
 }
 # What the label math may import at all.

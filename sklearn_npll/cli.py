@@ -96,6 +96,7 @@ def build_parser():
     Returns
     -------
     parser : argparse.ArgumentParser
+        The parser of every subcommand (train, predict, report, verify).
 
     Examples
     --------

@@ -220,6 +220,10 @@ SUITES = {
     "teacher-features": [
         dict(dataset="fashion-mnist-lite0", protocol="teacher", rules="multi_prompt",
              methods=TEACHER_METHODS, seeds=[seed]) for seed in (0, 1, 2)
+    ] + [
+        # larger sets of the same teacher: more of them hold the true class
+        dict(dataset="fashion-mnist-lite0", protocol="teacher", rules="top3,threshold",
+             methods=["proden", "coreg", "coreg-teacher-warmup"], seeds=[0, 1, 2]),
     ],
     "teacher-images": [
         dict(dataset="fashion-mnist", protocol="teacher", rules="multi_prompt",

@@ -158,6 +158,14 @@ CONFIGS = {
                               lr=0.01, width=None, pad_to=32, n_train=20000, n_test=None,
                               pool_size=None),
     },
+    # ... and what two CPU cores allow: a narrow SmallCNN (28 px) trained from
+    # pixels on a stratified 2,000 of the training images, all test images
+    "teacher-images-cpu": {
+        "device": "cpu",
+        "fashion-mnist": dict(epochs=20, warmup=10, start_contrastive=2, batch_size=64,
+                              lr=0.05, width=8, pad_to=None, n_train=2000, n_test=None,
+                              pool_size=None),
+    },
     "gpu": {
         "device": "cuda",
         # reference: 800 epochs / 50 warm-up on CIFAR, 100 epochs elsewhere
@@ -228,6 +236,11 @@ SUITES = {
     "teacher-images": [
         dict(dataset="fashion-mnist", protocol="teacher", rules="multi_prompt",
              methods=TEACHER_METHODS, seeds=[0, 1, 2]),
+    ],
+    "teacher-images-cpu": [
+        dict(dataset="fashion-mnist", protocol="teacher", rules="multi_prompt",
+             methods=["teacher-zero-shot", "distillation", "proden", "coreg",
+                      "coreg-teacher-warmup"], seeds=[0]),
     ],
     "gpu": [
         dict(dataset="cifar10", protocol="synthetic", grid="0.1:0.1,0.1:0.3,0.3:0.3",

@@ -63,6 +63,8 @@ def setting_label(protocol, setting):
     if protocol == "synthetic":
         q, eta = setting[1:].split("_eta")
         return f"q={q}, eta={eta}"
+    if protocol == "teacher":
+        return f"teacher's sets, rule {setting}"
     a, s, f, k = setting.split("_")
     return f"{a[1:]} annotators, {s[1:]} shots, view {f[1:]}, top-{k[1:]}"
 
@@ -176,8 +178,14 @@ def method_label(g, method):
     return LABELS.get(method, method)
 
 
+# rows of the teacher protocol: as run.py's TEACHER_METHODS, the peers first
+TEACHER_ORDER = ["teacher-zero-shot", "distillation", "top1-smoothing", "proden", "cc",
+                 "coreg", "coreg-teacher-warmup", "coreg-teacher-prior", "coreg-teacher-both",
+                 "coreg-class-aware", "coreg-teacher-all"]
+
+
 def _teacher_method_order(methods):
-    known = ["teacher-zero-shot"] + [m for m in METHOD_ORDER if m != "supervised"]
+    known = TEACHER_ORDER + [m for m in METHOD_ORDER if m not in TEACHER_ORDER + ["supervised"]]
     first = [m for m in known if m in methods]
     rest = sorted(m for m in methods if m not in known and m != "supervised")
     return first + rest + (["supervised"] if "supervised" in methods else [])

@@ -232,6 +232,8 @@ SUITES = {
         # larger sets of the same teacher: more of them hold the true class
         dict(dataset="fashion-mnist-lite0", protocol="teacher", rules="top3,threshold",
              methods=["proden", "coreg", "coreg-teacher-warmup"], seeds=[0, 1, 2]),
+        dict(dataset="fashion-mnist-lite0", protocol="teacher", rules="threshold",
+             methods=["distillation", "coreg-teacher-both"], seeds=[0, 1, 2]),
     ],
     "teacher-images": [
         dict(dataset="fashion-mnist", protocol="teacher", rules="multi_prompt",

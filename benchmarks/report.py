@@ -113,7 +113,11 @@ def method_cells(g, row, method):
     dataset, protocol, setting = row
     if method == "supervised":
         return g.get((dataset, protocol, TRUE_LABELS, method), [])
-    return g.get((dataset, protocol, setting, method), [])
+    found = g.get((dataset, protocol, setting, method), [])
+    if not found and method == "teacher-zero-shot":  # the same whatever the rule
+        found = next((c for (d, p, _, m), c in g.items()
+                      if (d, p, m) == (dataset, protocol, method)), [])
+    return found
 
 
 def results_tables(cells, g):
@@ -216,7 +220,11 @@ def teacher_tables(cells, g):
            "and budget. Test accuracy (%) per seed and mean ± std over seeds; time is the "
            "mean wall time of a cell in seconds.", ""]
     for row in rows:
-        methods = _teacher_method_order({m for (d, p, _, m) in g if (d, p) == row[:2]})
+        # the methods that ran with this rule (the teacher's own row and the
+        # clean-label row, which no rule changes, come from any rule)
+        methods = _teacher_method_order(
+            {m for (d, p, _, m) in g if (d, p) == row[:2]
+             and (m in ("teacher-zero-shot", "supervised") or method_cells(g, row, m))})
         seeds = sorted({c["seed"] for m in methods for c in method_cells(g, row, m)})
         out += [f"#### {row[0]}, rule `{row[2]}`", ""] + _teacher_line(g, row, methods)
         out += ["| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | time |",

@@ -41,7 +41,8 @@ from PIL import Image
 from sklearn_npll.cli import main
 
 start = os.getcwd()
-os.chdir(tempfile.mkdtemp())
+work = Path(tempfile.mkdtemp())
+os.chdir(work)
 
 
 def sklearn_npll(*args):
@@ -164,11 +165,12 @@ sklearn_npll("train", "photos", "--classes", "red,green,blue", "--out", "run", *
 # ``predict`` needs only RUN, not the vision-language model; ``--onnx`` runs
 # the exported model (its preprocessing is in its metadata) and gives the
 # same classes as the Python model.
-sklearn_npll("predict", "run", "photos/photo00.png", "photos/more", "--out", "python.csv")
+sklearn_npll("predict", "run", "photos/photo00.png", "photos/more",
+             "--out", work / "python.csv")
 sklearn_npll("predict", "run", "photos/photo00.png", "photos/more", "--onnx",
-             "--out", "onnx.csv")
-python_rows = list(csv.DictReader(open("python.csv")))
-onnx_rows = list(csv.DictReader(open("onnx.csv")))
-print(open("onnx.csv").read()[:300])
+             "--out", work / "onnx.csv")
+python_rows = list(csv.DictReader(open(work / "python.csv")))
+onnx_rows = list(csv.DictReader(open(work / "onnx.csv")))
+print(open(work / "onnx.csv").read()[:300])
 print("same classes:", [r["class"] for r in python_rows] == [r["class"] for r in onnx_rows])
 os.chdir(start)

@@ -40,18 +40,22 @@ from PIL import Image
 
 from sklearn_npll.cli import main
 
-start = os.getcwd()
+# Every file of this example lives in a folder of its own; the commands run
+# there, as a user would run them from a terminal.
 work = Path(tempfile.mkdtemp())
-os.chdir(work)
 
 
 def sklearn_npll(*args):
     """Run ``sklearn-npll args`` as a shell would, and print what it prints
     (progress bars left out)."""
     print("$ sklearn-npll " + " ".join(shlex.quote(str(a)) for a in args))
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        status = main([str(a) for a in args])
+    out, here = io.StringIO(), os.getcwd()
+    os.chdir(work)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            status = main([str(a) for a in args])
+    finally:
+        os.chdir(here)
     text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())  # colours of the epoch table
     print("\n".join(line for line in text.splitlines() if "\r" not in line and "%|" not in line))
     assert status == 0
@@ -66,14 +70,14 @@ def sklearn_npll(*args):
 rng = np.random.RandomState(0)
 classes = ["red", "green", "blue"]
 truth = {}
-Path("photos/more").mkdir(parents=True)
+(work / "photos/more").mkdir(parents=True)
 for i in range(90):
     h, w = rng.randint(20, 48, 2)
     pixels = rng.randint(0, 60, (h, w, 3)).astype(np.uint8)
     pixels[h // 4:3 * h // 4, w // 4:3 * w // 4, i % 3] += 180
     image = Image.fromarray(pixels).convert(["RGB", "L", "RGBA", "RGB"][i % 4])
     name = f"{'more/' if i % 2 else ''}photo{i:02d}.{'jpg' if i % 4 == 3 else 'png'}"
-    image.save(Path("photos") / name)
+    image.save(work / "photos" / name)
     truth[name] = classes[i % 3]
 
 config = {"embed_dim": 32,
@@ -81,11 +85,11 @@ config = {"embed_dim": 32,
                          "head_width": 32},
           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
                        "layers": 1}}
-Path("tiny").mkdir()
-Path("tiny/tiny-clip.json").write_text(json.dumps(config))
-open_clip.add_model_config("tiny/tiny-clip.json")
+(work / "tiny").mkdir()
+(work / "tiny/tiny-clip.json").write_text(json.dumps(config))
+open_clip.add_model_config(work / "tiny/tiny-clip.json")
 torch.manual_seed(0)
-torch.save(open_clip.create_model("tiny-clip").state_dict(), "tiny/weights.pt")
+torch.save(open_clip.create_model("tiny-clip").state_dict(), work / "tiny/weights.pt")
 
 # %%
 # Train
@@ -103,8 +107,8 @@ sklearn_npll("train", "photos", "--classes", "red,green,blue", "--out", "run", *
 
 # %%
 # What RUN holds:
-print(sorted(p.name for p in Path("run").iterdir()))
-print(Path("run/summary.md").read_text())
+print(sorted(p.name for p in (work / "run").iterdir()))
+print((work / "run/summary.md").read_text())
 
 # %%
 # The report
@@ -120,12 +124,12 @@ if browser:
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
                         "--hide-scrollbars", f"--user-data-dir={profile}",
-                        "--window-size=1100,1400", "--screenshot=report.png",
-                        Path("run/report.html").resolve().as_uri()],
+                        "--window-size=1100,1400", f"--screenshot={work / 'report.png'}",
+                        (work / "run/report.html").resolve().as_uri()],
                        check=True, capture_output=True, timeout=180)
-    picture = plt.imread("report.png")
+    picture = plt.imread(work / "report.png")
 else:
-    html = Path("run/report.html").read_text()
+    html = (work / "run/report.html").read_text()
     uri = html.split('src="data:image/png;base64,', 1)[1].split('"', 1)[0]
     import base64
 
@@ -142,17 +146,17 @@ fig.tight_layout()
 # teacher disagree first, then the least confident ones, with an empty
 # ``label`` column.
 sklearn_npll("verify", "run", "--n", "8")
-print(Path("run/verify.csv").read_text())
+print((work / "run/verify.csv").read_text())
 
 # %%
 # A person opens each photo and writes its class (here, from the true
 # labels); then the same train command with ``--verified`` trains again, and
 # both Co-Reg networks always trust these photos.
-with open("run/verify.csv", newline="") as f:
+with open(work / "run/verify.csv", newline="") as f:
     rows = list(csv.DictReader(f))
 for row in rows:
     row["label"] = truth[row["file"]]
-with open("run/verify.csv", "w", newline="") as f:
+with open(work / "run/verify.csv", "w", newline="") as f:
     writer = csv.DictWriter(f, list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
@@ -166,11 +170,10 @@ sklearn_npll("train", "photos", "--classes", "red,green,blue", "--out", "run", *
 # the exported model (its preprocessing is in its metadata) and gives the
 # same classes as the Python model.
 sklearn_npll("predict", "run", "photos/photo00.png", "photos/more",
-             "--out", work / "python.csv")
+             "--out", "python.csv")
 sklearn_npll("predict", "run", "photos/photo00.png", "photos/more", "--onnx",
-             "--out", work / "onnx.csv")
+             "--out", "onnx.csv")
 python_rows = list(csv.DictReader(open(work / "python.csv")))
 onnx_rows = list(csv.DictReader(open(work / "onnx.csv")))
 print(open(work / "onnx.csv").read()[:300])
 print("same classes:", [r["class"] for r in python_rows] == [r["class"] for r in onnx_rows])
-os.chdir(start)

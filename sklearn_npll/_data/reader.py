@@ -61,7 +61,19 @@ _SWAPS_SIDES = frozenset({5, 6, 7, 8})
 _OPEN_LOCK = threading.Lock()
 
 
-class ImageReadError(ValueError):
+class _CarriesFailures:
+    """A message with the ``failures`` it lists, kept through pickling (a
+    worker process's exception or warning reaches its caller whole)."""
+
+    def __init__(self, message, failures=()):
+        super().__init__(message)
+        self.failures = list(failures)
+
+    def __reduce__(self):
+        return type(self), (str(self), self.failures)
+
+
+class ImageReadError(_CarriesFailures, ValueError):
     """An image, or several, that could not be read.
 
     Attributes
@@ -70,15 +82,8 @@ class ImageReadError(ValueError):
         ``(sample index, name, reason)`` of each image that could not be read.
     """
 
-    def __init__(self, message, failures=()):
-        super().__init__(message)
-        self.failures = list(failures)
 
-    def __reduce__(self):
-        return type(self), (str(self), self.failures)
-
-
-class UnreadableImagesWarning(UserWarning):
+class UnreadableImagesWarning(_CarriesFailures, UserWarning):
     """Images left out as unreadable (``on_bad_image="skip"``).
 
     Attributes
@@ -86,13 +91,6 @@ class UnreadableImagesWarning(UserWarning):
     failures : list of (int, str, str)
         ``(sample index, name, reason)`` of each image that could not be read.
     """
-
-    def __init__(self, message, failures=()):
-        super().__init__(message)
-        self.failures = list(failures)
-
-    def __reduce__(self):
-        return type(self), (str(self), self.failures)
 
 
 def _limit_advice():

@@ -4,6 +4,7 @@ teacher's class probabilities, soft or as its top-1 class."""
 import torch
 from torch.nn import functional as F
 
+from .label_math import mixed_cross_entropy
 from .one_network import OneNetworkTrainer
 
 __all__ = ["DistillationTrainer", "distillation_targets", "soft_target_cross_entropy"]
@@ -72,8 +73,7 @@ def soft_target_cross_entropy(logits, targets, temperature=1.0):
     >>> round(soft_target_cross_entropy(logits, torch.tensor([[1.0, 0.0]])).item(), 4)
     0.6931
     """
-    log_p = F.log_softmax(logits / temperature, dim=1)
-    return temperature ** 2 * -(targets.to(log_p) * log_p).sum(dim=1).mean()
+    return temperature ** 2 * mixed_cross_entropy(logits / temperature, targets.to(logits))
 
 
 class DistillationTrainer(OneNetworkTrainer):

@@ -363,6 +363,23 @@ def _one_line_error(status, err, *words):
         assert word in last, last
 
 
+def test_photos_are_checked_as_the_library_reads_them(tmp_path):
+    """Sizes are those of the upright photo (EXIF orientation), as the
+    classifier's image_size="auto" sees them; reasons are the reader's."""
+    from sklearn_npll._cli.inputs import check_images
+
+    turned = Image.new("RGB", (40, 20))
+    exif = turned.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees to show
+    turned.save(tmp_path / "turned.jpg", exif=exif)
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    photos = check_images([tmp_path / "turned.jpg", tmp_path / "junk.png"], "skip")
+    assert photos.sizes == [(40, 20)] and photos.modes == ["RGB"]
+    with pytest.raises(cli.CLIError, match="junk.png .UnidentifiedImageError: not an image "
+                                            "format Pillow can identify"):
+        check_images([tmp_path / "turned.jpg", tmp_path / "junk.png"], "error")
+
+
 def test_empty_folder_is_an_error(tmp_path, clip):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "notes.txt").write_text("no images here")

@@ -7,6 +7,7 @@ from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .._data.reader import ImageReadError, read_header, read_image
 from .console import CLIError, listed, say
 
 __all__ = ["IMAGE_EXTENSIONS", "Photos", "read_classes", "find_images", "check_images",
@@ -100,18 +101,15 @@ def find_images(sources, *, what="PHOTOS"):
 
 
 def _probe(path):
-    """``(((height, width), mode), None)`` when ``path`` decodes as an image,
-    else ``(None, reason)``. JPEG files are decoded at a reduced scale."""
-    from PIL import Image
-
+    """``(((height, width), mode), None)`` when ``path`` reads as the library
+    reads images (upright size, JPEGs decoded at a reduced scale), else
+    ``(None, reason)``."""
     try:
-        with Image.open(path) as im:
-            found = ((im.size[1], im.size[0]), im.mode)
-            im.draft(im.mode, (64, 64))
-            im.load()
+        found = read_header(path)
+        read_image(path, draft=(64, 64), warn_bomb=False)  # the header warned
         return found, None
-    except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
-        return None, f"{type(exc).__name__}: {exc}"
+    except ImageReadError as exc:
+        return None, str(exc)
 
 
 def check_images(paths, on_bad_image="error", n_jobs=None):
@@ -129,8 +127,8 @@ def check_images(paths, on_bad_image="error", n_jobs=None):
     Returns
     -------
     photos : Photos
-        The readable files (``paths``), their ``sizes`` (height, width) and
-        PIL ``modes``, and the unreadable files left out (``skipped``).
+        The readable files (``paths``), their upright ``sizes`` (height,
+        width) and PIL ``modes``, and the unreadable files left out (``skipped``).
 
     Raises
     ------

@@ -30,8 +30,11 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-VERIFIED = ["coreg-verified1", "coreg-verified5", "coreg-verified20"]
+import run  # noqa: E402
+
+VERIFIED = list(run.VERIFIED)
 METHOD_ORDER = ["majority-vote", "cc", "proden", "coreg", "coreg-no-copl", "coreg-no-proto",
                 "coreg-no-cont", "coreg-no-unlabeled", *VERIFIED, "supervised"]
 MAIN_METHODS = ["majority-vote", "cc", "proden", "coreg", "supervised"]
@@ -44,7 +47,7 @@ LABELS = {"majority-vote": "panel majority vote", "cc": "CC", "proden": "PRODEN"
           "coreg-verified1": "1 verified / class", "coreg-verified5": "5 verified / class",
           "coreg-verified20": "20 verified / class",
           "supervised": "supervised (true labels)"}
-TRUE_LABELS = "true-labels"
+TRUE_LABELS = run.TRUE_LABELS
 
 
 def load_cells(folder):
@@ -182,10 +185,8 @@ def method_label(g, method):
     return LABELS.get(method, method)
 
 
-# rows of the teacher protocol: as run.py's TEACHER_METHODS, the peers first
-TEACHER_ORDER = ["teacher-zero-shot", "distillation", "top1-smoothing", "proden", "cc",
-                 "coreg", "coreg-teacher-warmup", "coreg-teacher-prior", "coreg-teacher-both",
-                 "coreg-class-aware", "coreg-teacher-all"]
+# rows of the teacher protocol in run.py's order, the peers first
+TEACHER_ORDER = [m for m in run.TEACHER_METHODS if m != "supervised"]
 
 
 def _teacher_method_order(methods):
